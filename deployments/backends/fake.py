@@ -1,0 +1,158 @@
+"""Scripted fake backends, for tests and for measuring orchestration without model cost.
+
+These are fakes and say so: they produce deterministic text and a quiet tone instead of
+recognising or speaking. Latencies are configurable so a benchmark can simulate a GPU
+deployment's profile (``asr_ms``, ``first_token_ms`` + ``tokens_per_s``, ``first_chunk_ms`` +
+``realtime_factor``) and tests can script failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployments.backends.base import Backend
+from deployments.types import AudioChunk, ChatMessage, SamplingParams, Transcript
+
+
+class FakeASR(Backend):
+    """Returns scripted transcripts in turn (cycling), after ``delay_ms``."""
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        transcripts: list[str] = Field(default_factory=lambda: ["What is the capital of France?"])
+        delay_ms: float = Field(default=0.0, ge=0)
+        fail: bool = False
+
+    def __init__(self, model: str | None = None, options: dict[str, Any] | None = None) -> None:
+        super().__init__(model, options)
+        self._calls = 0
+
+    async def transcribe(self, pcm16: bytes, sample_rate: int, language: str | None) -> Transcript:
+        """Return the next scripted transcript."""
+        started = time.perf_counter()
+        if self.options.delay_ms:
+            await asyncio.sleep(self.options.delay_ms / 1000)
+        if self.options.fail:
+            raise RuntimeError("FakeASR scripted failure")
+        text = self.options.transcripts[self._calls % len(self.options.transcripts)]
+        self._calls += 1
+        return Transcript(
+            text=text,
+            language=language,
+            audio_duration_s=len(pcm16) / 2 / sample_rate,
+            processing_s=time.perf_counter() - started,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Number of transcribe calls so far."""
+        return {"calls": self._calls}
+
+
+class FakeLLM(Backend):
+    """Streams a scripted reply word by word with a first-token delay and a token rate.
+
+    ``reply`` may contain ``{user}``: the last user message's text.
+    """
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        reply: str = "You said: {user} That is a fine question, and here is a short answer to it."
+        first_token_ms: float = Field(default=0.0, ge=0)
+        tokens_per_s: float = Field(default=0.0, ge=0, description="0: no delay between tokens")
+        fail_after_tokens: int | None = Field(default=None, ge=0)
+
+    def __init__(self, model: str | None = None, options: dict[str, Any] | None = None) -> None:
+        super().__init__(model, options)
+        self._active = 0
+        self._tokens = 0
+        self._aborted = 0
+
+    async def chat(self, messages: list[ChatMessage], params: SamplingParams) -> AsyncIterator[str]:
+        """Stream the scripted reply; each word (with its leading space) is one token."""
+        user = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        words = self.options.reply.format(user=user).split(" ")
+        self._active += 1
+        finished = False
+        try:
+            if self.options.first_token_ms:
+                await asyncio.sleep(self.options.first_token_ms / 1000)
+            for index, word in enumerate(words[: params.max_tokens]):
+                if self.options.fail_after_tokens is not None and index >= self.options.fail_after_tokens:
+                    raise RuntimeError("FakeLLM scripted failure")
+                if index and self.options.tokens_per_s:
+                    await asyncio.sleep(1 / self.options.tokens_per_s)
+                self._tokens += 1
+                yield word if index == 0 else " " + word
+            finished = True
+        finally:
+            self._active -= 1
+            if not finished:
+                self._aborted += 1
+
+    def stats(self) -> dict[str, Any]:
+        """Active and aborted generations and tokens produced, for cancellation tests."""
+        return {
+            "active_generations": self._active,
+            "tokens_generated": self._tokens,
+            "aborted_generations": self._aborted,
+        }
+
+
+class FakeTTS(Backend):
+    """Synthesizes a quiet tone whose length follows the text, in real-time-factor paced chunks."""
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        sample_rate: int = Field(default=22050, gt=0)
+        ms_per_char: float = Field(default=60.0, gt=0, description="audio length per character")
+        chunk_ms: float = Field(default=100.0, gt=0)
+        first_chunk_ms: float = Field(default=0.0, ge=0)
+        realtime_factor: float = Field(default=0.0, ge=0, description="synthesis seconds per audio second")
+        tone_hz: float = 220.0
+        fail: bool = False
+
+    def __init__(self, model: str | None = None, options: dict[str, Any] | None = None) -> None:
+        super().__init__(model, options)
+        self._active = 0
+        self._chunks = 0
+        self._aborted = 0
+
+    async def synthesize(self, text: str, voice: str | None) -> AsyncIterator[AudioChunk]:
+        """Stream a tone of ``len(text) * ms_per_char`` milliseconds."""
+        opts = self.options
+        total = int(opts.sample_rate * len(text) * opts.ms_per_char / 1000)
+        per_chunk = max(1, int(opts.sample_rate * opts.chunk_ms / 1000))
+        self._active += 1
+        finished = False
+        try:
+            if opts.fail:
+                raise RuntimeError("FakeTTS scripted failure")
+            if opts.first_chunk_ms:
+                await asyncio.sleep(opts.first_chunk_ms / 1000)
+            for start in range(0, total, per_chunk):
+                count = min(per_chunk, total - start)
+                if start and opts.realtime_factor:
+                    await asyncio.sleep(count / opts.sample_rate * opts.realtime_factor)
+                t = (np.arange(start, start + count) / opts.sample_rate).astype(np.float32)
+                tone = (0.1 * 32767 * np.sin(2 * math.pi * opts.tone_hz * t)).astype("<i2")
+                self._chunks += 1
+                yield AudioChunk(pcm16=tone.tobytes(), sample_rate=opts.sample_rate)
+            finished = True
+        finally:
+            self._active -= 1
+            if not finished:
+                self._aborted += 1
+
+    def stats(self) -> dict[str, Any]:
+        """Active and aborted syntheses and chunks produced, for cancellation tests."""
+        return {"active_syntheses": self._active, "chunks": self._chunks, "aborted_syntheses": self._aborted}

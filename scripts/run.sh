@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs what is missing, then starts voxray on the embedded CPU models at
+# ws://127.0.0.1:8000/v1/realtime. Extra arguments go to `serve run` (e.g. another config).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+config=${1:-configs/local.yaml}
+shift || true
+exec .venv/bin/serve run "$config" "$@"

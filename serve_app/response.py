@@ -1,0 +1,220 @@
+"""One assistant response: LLM text → phrases → TTS audio → the client, cancellable at once.
+
+The LLM stream and the TTS calls run concurrently: a producer task cuts LLM deltas into
+phrases and queues them while a consumer synthesizes each finished phrase and streams its
+audio, so the first audio leaves long before the LLM is done. Cancelling (barge-in,
+``response.cancel``) cancels both tasks; the model clients pass the cancellation on to the
+replicas, which abort the engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from deployments.types import ChatMessage, SamplingParams
+from serve_app.audio import StreamResampler
+from serve_app.conversation import Item
+from serve_app.model_clients import ModelClients
+from serve_app.protocol import realtime as rt
+from serve_app.text import PhraseSplitter, clean_for_speech
+
+logger = logging.getLogger("voxray")
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+Status = Literal["completed", "cancelled", "failed"]
+
+
+@dataclass
+class ResponsePlan:
+    """What one response is asked to do."""
+
+    messages: list[ChatMessage]
+    params: SamplingParams
+    voice: str | None
+    output_rate: int
+    audio: bool = True
+    max_audio_lead_s: float = 1.5
+    timings: dict[str, float] = field(default_factory=dict)
+    """Stage timings (ms) already known when the response starts, e.g. ASR and endpointing."""
+    started_at: float = field(default_factory=time.perf_counter)
+    """Reference instant for the timings: end of user speech, or ``response.create``."""
+
+
+class ResponseRun:
+    """Runs one response and emits its events; ``cancel`` stops it at once."""
+
+    def __init__(self, models: ModelClients, plan: ResponsePlan, item: Item, emit: Emit) -> None:
+        self.id = rt.new_id("resp")
+        self.item = item
+        self.status: Status = "completed"
+        self.error: str | None = None
+        self._models = models
+        self._plan = plan
+        self._emit = emit
+        self._timings = dict(plan.timings)
+        self._cancel_reason: str | None = None
+        self._pipeline: asyncio.Task[None] | None = None
+        self._spoken: list[str] = []
+        self._audio_s = 0.0
+        self._first_audio_at: float | None = None
+        self._output_tokens = 0
+
+    @property
+    def spoken_text(self) -> str:
+        """The part of the reply whose audio (or text) has gone to the client."""
+        return "".join(self._spoken).strip()
+
+    def cancel(self, reason: str) -> None:
+        """Stop generating and speaking now; ``run`` then emits the cancelled events."""
+        if self._cancel_reason is None:
+            self._cancel_reason = reason
+        if self._pipeline is not None:
+            self._pipeline.cancel()
+
+    async def run(self) -> None:
+        """Emit the response's events around the pipeline, whatever way it ends."""
+        await self._emit(rt.response_created(self.id))
+        await self._emit(rt.response_output_item_added(self.id, self.item))
+        await self._emit(rt.conversation_item_added(self.item, previous_item_id=None))
+        await self._emit(rt.response_content_part_added(self.id, self.item.id, audio=self._plan.audio))
+        self._pipeline = asyncio.create_task(self._run_pipeline())
+        if self._cancel_reason is not None:
+            self._pipeline.cancel()
+        try:
+            await self._pipeline
+        except asyncio.CancelledError:
+            if self._cancel_reason is None:
+                raise  # the session itself is closing: nothing more to say
+            self.status = "cancelled"
+        except Exception as exc:  # a model failure becomes events, never a dropped socket
+            logger.exception("response %s failed", self.id)
+            self.status = "failed"
+            self.error = f"{type(exc).__name__}: {exc}"
+            await self._emit(rt.error_event("server_error", "model_error", f"Response failed: {self.error}"))
+        await self._finish()
+
+    async def _finish(self) -> None:
+        self._timings["total_ms"] = self._ms_since_start()
+        self.item.text = self.spoken_text
+        self.item.status = "completed" if self.status == "completed" else "incomplete"
+        self.item.audio_ms = int(self._audio_s * 1000)
+        await self._emit(
+            rt.response_content_part_done(self.id, self.item.id, self.spoken_text, audio=self._plan.audio)
+        )
+        await self._emit(rt.response_output_item_done(self.id, self.item))
+        await self._emit(rt.conversation_item_done(self.item))
+        await self._emit(
+            rt.response_done(
+                self.id,
+                self.item,
+                status=self.status,
+                reason=self._cancel_reason,
+                error=self.error,
+                output_tokens=self._output_tokens,
+                timings=self._timings,
+            )
+        )
+
+    async def _run_pipeline(self) -> None:
+        phrases: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        producer = asyncio.create_task(self._produce_phrases(phrases))
+        try:
+            await self._consume_phrases(phrases)
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+        await self._emit(rt.response_transcript_done(self.id, self.item.id, self.spoken_text, self._plan.audio))
+        if self._plan.audio:
+            await self._emit(rt.response_output_audio_done(self.id, self.item.id))
+
+    async def _produce_phrases(self, phrases: asyncio.Queue[str | BaseException | None]) -> None:
+        """LLM deltas → finished phrases on the queue; an exception travels as an item."""
+        splitter = PhraseSplitter()
+        try:
+            async for delta in self._models.llm.chat(self._plan.messages, self._plan.params):
+                if not self._output_tokens:
+                    self._timings["llm_first_token_ms"] = self._ms_since_start()
+                self._output_tokens += 1
+                for phrase in splitter.push(delta):
+                    self._timings.setdefault("first_phrase_ms", self._ms_since_start())
+                    await phrases.put(phrase)
+            rest = splitter.flush()
+            if rest:
+                self._timings.setdefault("first_phrase_ms", self._ms_since_start())
+                await phrases.put(rest)
+        except Exception as exc:
+            await phrases.put(exc)
+        finally:
+            await phrases.put(None)
+
+    async def _consume_phrases(self, phrases: asyncio.Queue[str | BaseException | None]) -> None:
+        while (phrase := await phrases.get()) is not None:
+            if isinstance(phrase, BaseException):
+                raise phrase
+            if self._plan.audio:
+                await self._speak(phrase)
+            else:
+                await self._send_text(phrase)
+
+    async def _send_text(self, phrase: str) -> None:
+        text = self._with_separator(phrase)
+        self._spoken.append(text)
+        await self._emit(rt.response_transcript_delta(self.id, self.item.id, text, audio=False))
+
+    async def _speak(self, phrase: str) -> None:
+        """Synthesize one phrase and stream it; its transcript goes out with its first audio."""
+        speech = clean_for_speech(phrase)
+        if not speech:
+            await self._send_text(phrase)
+            return
+        resampler: StreamResampler | None = None
+        announced = False
+        async for chunk in self._models.tts.synthesize(speech, self._plan.voice):
+            if resampler is None:
+                resampler = StreamResampler(chunk.sample_rate, self._plan.output_rate)
+                self._timings.setdefault("tts_first_chunk_ms", self._ms_since_start())
+            if not announced:
+                await self._send_text(phrase)
+                announced = True
+            await self._send_audio(resampler.process(chunk.pcm16))
+        if resampler is not None:
+            await self._send_audio(resampler.flush())
+        if not announced:
+            await self._send_text(phrase)
+        self.item.phrase_audio_ms.append((self._spoken[-1], int(self._audio_s * 1000)))
+
+    async def _send_audio(self, pcm16: bytes) -> None:
+        if not pcm16:
+            return
+        await self._pace()
+        if self._first_audio_at is None:
+            self._first_audio_at = time.perf_counter()
+            self._timings["first_audio_ms"] = self._ms_since_start()
+        self._audio_s += len(pcm16) / 2 / self._plan.output_rate
+        await self._emit(rt.response_output_audio_delta(self.id, self.item.id, pcm16))
+
+    async def _pace(self) -> None:
+        """Keep at most ``max_audio_lead_s`` of audio ahead of real-time playback.
+
+        Audio the client has not received yet can still be withdrawn on barge-in, so the
+        history and the client agree on what the user heard. 0 disables pacing.
+        """
+        lead = self._plan.max_audio_lead_s
+        if not lead or self._first_audio_at is None:
+            return
+        ahead = self._audio_s - (time.perf_counter() - self._first_audio_at)
+        if ahead > lead:
+            await asyncio.sleep(ahead - lead)
+
+    def _with_separator(self, phrase: str) -> str:
+        if self._spoken and not phrase[:1].isspace() and not self._spoken[-1][-1:].isspace():
+            return " " + phrase
+        return phrase
+
+    def _ms_since_start(self) -> float:
+        return round((time.perf_counter() - self._plan.started_at) * 1000, 1)
