@@ -1,0 +1,166 @@
+"""Piper (ONNX VITS) speech synthesis, the embedded CPU TTS.
+
+Piper synthesises one sentence at a time. Each sentence's audio is cut into ``chunk_ms``
+pieces and streamed as soon as that sentence is done, so the first audio of a long phrase
+leaves before the rest is synthesised. When the consumer closes the stream (barge-in), the
+worker stops before the next sentence.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployments.backends.base import Backend, stream_from_worker
+from deployments.models import resolve_model
+from deployments.types import AudioChunk
+
+DEFAULT_MODEL = "bundled:piper-joe-medium"
+
+
+class PiperOptions(BaseModel):
+    """Options of :class:`PiperTTS`; ``None`` keeps the value from the voice's config.
+
+    Attributes:
+        length_scale: Phoneme length (< 1 speaks faster, > 1 slower).
+        noise_scale: Generator noise (voice variability).
+        noise_w_scale: Phoneme width noise (rhythm variability).
+        speaker_id: Speaker index, for multi-speaker voices only.
+        chunk_ms: Length of the streamed audio chunks.
+        num_threads: ONNX Runtime intra-op threads.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    length_scale: float | None = Field(default=None, gt=0)
+    noise_scale: float | None = Field(default=None, ge=0)
+    noise_w_scale: float | None = Field(default=None, ge=0)
+    speaker_id: int | None = Field(default=None, ge=0)
+    chunk_ms: int = Field(default=200, ge=10, le=10_000)
+    num_threads: int = Field(default=2, ge=1)
+
+
+class PiperTTS(Backend):
+    """Synthesise speech with a Piper voice, streamed in ``chunk_ms`` chunks at the voice's rate.
+
+    One model is one voice (``en_US-joe-medium`` is ``"joe"``). ``synthesize`` accepts
+    ``voice=None``, this voice's name, or any other name (e.g. an OpenAI voice such as
+    ``"alloy"`` sent by a client) and always speaks with this model's voice.
+
+    Args:
+        model: ``bundled:<name>`` (default ``bundled:piper-joe-medium``), a local ``.onnx``
+            voice (its ``.onnx.json`` config beside it) or a directory holding one, or a Hugging
+            Face repo id whose snapshot holds exactly one voice.
+        options: See :class:`PiperOptions`.
+    """
+
+    Options = PiperOptions
+
+    def __init__(self, model: str | None = None, options: dict[str, Any] | None = None) -> None:
+        super().__init__(model or DEFAULT_MODEL, options)
+        import onnxruntime
+        from piper import PiperConfig, PiperVoice, SynthesisConfig
+
+        opts: PiperOptions = self.options
+        self.model_path = _onnx_file(resolve_model(self.model_spec))
+        config = PiperConfig.from_dict(json.loads(Path(f"{self.model_path}.json").read_text("utf-8")))
+        # Built here rather than with PiperVoice.load, which cannot bound ONNX Runtime's
+        # threads: by default it takes every core of the node, not the replica's share.
+        session_options = onnxruntime.SessionOptions()
+        session_options.intra_op_num_threads = opts.num_threads
+        session_options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(
+            str(self.model_path), sess_options=session_options, providers=["CPUExecutionProvider"]
+        )
+        self._voice = PiperVoice(session=session, config=config)
+        self._syn_config = SynthesisConfig(
+            speaker_id=opts.speaker_id,
+            length_scale=opts.length_scale,
+            noise_scale=opts.noise_scale,
+            noise_w_scale=opts.noise_w_scale,
+        )
+        self.sample_rate: int = config.sample_rate
+        self.voice_name = _voice_name(self.model_path)
+        self._chunk_bytes = max(2, int(self.sample_rate * opts.chunk_ms / 1000) * 2)
+        # One worker: espeak-ng phonemisation is not thread-safe, and one synthesis at a
+        # time keeps the replica within its CPU budget.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper")
+        self._active = 0
+        self._sentences = 0
+        self._chunks = 0
+        self._aborted = 0
+
+    def synthesize(self, text: str, voice: str | None) -> AsyncIterator[AudioChunk]:
+        """Stream ``text`` as PCM16 chunks at :attr:`sample_rate`; see the class for ``voice``.
+
+        Closing the iterator stops synthesis before the next sentence.
+        """
+
+        def produce(emit: Callable[[AudioChunk], None], stop: threading.Event) -> None:
+            self._synthesize(text, emit, stop)
+
+        return stream_from_worker(self._executor, produce)
+
+    def _synthesize(self, text: str, emit: Callable[[AudioChunk], None], stop: threading.Event) -> None:
+        if stop.is_set():
+            self._aborted += 1
+            return
+        if not text.strip():
+            return
+        self._active += 1
+        aborted = False
+        sentences = self._voice.synthesize(text, self._syn_config)
+        try:
+            for sentence in sentences:
+                self._sentences += 1
+                pcm, step = sentence.audio_int16_bytes, self._chunk_bytes
+                for start in range(0, len(pcm), step):
+                    if stop.is_set():
+                        aborted = True
+                        return
+                    self._chunks += 1
+                    emit(AudioChunk(pcm16=pcm[start : start + step], sample_rate=self.sample_rate))
+                # The next iteration synthesises the next sentence: check before paying for it.
+                if stop.is_set():
+                    aborted = True
+                    return
+        finally:
+            sentences.close()  # type: ignore[attr-defined]
+            self._active -= 1
+            self._aborted += aborted
+
+    async def warmup(self) -> None:
+        """Synthesise one short word."""
+        async for _ in self.synthesize("Hello.", None):
+            pass
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: ``active_syntheses``, ``sentences_synthesized``, ``chunks_sent`` and
+        ``aborted_syntheses`` (stopped by the consumer before the end)."""
+        return {
+            "active_syntheses": self._active,
+            "sentences_synthesized": self._sentences,
+            "chunks_sent": self._chunks,
+            "aborted_syntheses": self._aborted,
+        }
+
+
+def _onnx_file(path: Path) -> Path:
+    if path.is_file():
+        return path
+    found = sorted(path.rglob("*.onnx"))
+    if len(found) != 1:
+        raise ValueError(f"expected exactly one .onnx voice in {path}, found {[str(p) for p in found]}")
+    return found[0]
+
+
+def _voice_name(model_path: Path) -> str:
+    """``en_US-joe-medium.onnx`` -> ``joe`` (Piper's ``<lang>-<name>-<quality>`` naming)."""
+    parts = model_path.name.removesuffix(".onnx").split("-")
+    return parts[1] if len(parts) == 3 else model_path.stem

@@ -1,0 +1,45 @@
+"""Shared fixtures for tests that load the real embedded models (``-m models``).
+
+Each backend is loaded and warmed up once per module: loading takes seconds, and the
+tests only need a backend without requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+
+def _warm(backend: Any) -> Any:
+    asyncio.run(backend.warmup())
+    return backend
+
+
+@pytest.fixture(scope="module")
+def piper_tts() -> Iterator[Any]:
+    """The bundled Piper voice (``bundled:piper-joe-medium``)."""
+    pytest.importorskip("piper", reason="piper-tts is not installed (extra [cpu])")
+    from deployments.backends.piper_tts import PiperTTS
+
+    yield _warm(PiperTTS(None))
+
+
+@pytest.fixture(scope="module")
+def whisper_asr() -> Iterator[Any]:
+    """The bundled Whisper base model (``bundled:whisper-base``)."""
+    pytest.importorskip("faster_whisper", reason="faster-whisper is not installed (extra [cpu])")
+    from deployments.backends.faster_whisper_asr import FasterWhisperASR
+
+    yield _warm(FasterWhisperASR(None))
+
+
+@pytest.fixture(scope="module")
+def llama_llm() -> Iterator[Any]:
+    """The bundled Qwen2.5 0.5B GGUF on llama.cpp."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (extra [cpu])")
+    from deployments.backends.llamacpp_llm import LlamaCppLLM
+
+    yield _warm(LlamaCppLLM(None, {"n_ctx": 1024}))
