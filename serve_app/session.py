@@ -87,6 +87,9 @@ class Session:
             await self._dispatch(event)
         except rt.ProtocolError as exc:
             await self._emit(exc.to_event())
+        except Exception as exc:  # a bug must cost one error event, never the connection
+            logger.exception("session %s: unexpected error handling a client event", self.id)
+            await self._emit(rt.error_event("server_error", "internal_error", f"Internal error: {exc}"))
 
     async def _dispatch(self, event: Any) -> None:
         handler = getattr(self, "_on_" + event.type.replace(".", "_"), None)
@@ -164,7 +167,8 @@ class Session:
                 "is finished before creating a new one.",
                 event_id=event.event_id,
             )
-        self._start_response(time.perf_counter(), {}, instructions=event.instructions)
+        instructions = event.response.instructions if event.response else None
+        self._start_response(time.perf_counter(), {}, instructions=instructions)
 
     async def _on_response_cancel(self, event: Any) -> None:
         if not self.responding:
@@ -255,7 +259,7 @@ class Session:
         item.text = transcript.text
         item.status = "completed"
         transcript.processing_s = time.perf_counter() - started
-        await self._emit(rt.transcription_completed(item.id, transcript.text))
+        await self._emit(rt.transcription_completed(item.id, transcript.text, item.audio_ms / 1000))
         await self._emit(rt.conversation_item_done(item))
         return transcript
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -201,3 +202,46 @@ def make_question_wav(path: Path = QUESTION_WAV) -> None:
 if __name__ == "__main__":
     make_question_wav()
     print(f"wrote {QUESTION_WAV} ({QUESTION_WAV.stat().st_size} bytes)")
+
+
+@pytest.fixture(scope="session")
+def serve_instance() -> Iterator[str]:
+    """A real local Ray cluster with Serve's HTTP proxy on a free loopback port.
+
+    Yields the base ``ws://127.0.0.1:<port>`` URL. Apps are deployed by the tests that need
+    them (each under its own name and route prefix) and all torn down at the end.
+    """
+    import socket
+
+    import ray
+    from ray import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Logical CPUs only: they let several apps' replicas fit; real use is set by the engines.
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def deploy_app(name: str, args: dict[str, Any]) -> str:
+    """Deploy ``build_app(args)`` as app ``name`` at route prefix ``/name``; returns the prefix."""
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    serve.run(build_app(args), name=name, route_prefix=f"/{name}", blocking=False)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = serve.status().applications.get(name)
+        if status is not None and status.status == "RUNNING":
+            return f"/{name}"
+        if status is not None and status.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            raise RuntimeError(f"app {name} failed to deploy: {status.message}")
+        time.sleep(0.5)
+    raise TimeoutError(f"app {name} did not start within 600 s")

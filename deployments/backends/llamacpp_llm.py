@@ -23,7 +23,7 @@ from deployments.types import ChatMessage, SamplingParams
 
 T = TypeVar("T")
 
-DEFAULT_MODEL = "bundled:qwen2.5-0.5b-instruct-q4_k_m"
+DEFAULT_MODEL = "bundled:qwen2.5-coder-0.5b-instruct-q4_k_m"
 
 
 class LlamaCppOptions(BaseModel):
@@ -50,7 +50,7 @@ class LlamaCppLLM(Backend):
     """Streaming chat on a GGUF model with llama.cpp; one generation at a time per instance.
 
     Args:
-        model: ``bundled:<name>`` (default ``bundled:qwen2.5-0.5b-instruct-q4_k_m``), a ``.gguf``
+        model: ``bundled:<name>`` (default ``bundled:qwen2.5-coder-0.5b-instruct-q4_k_m``), a ``.gguf``
             file or a directory holding one, or a Hugging Face repo id (the file is picked
             with ``options.hf_filename``).
         options: See :class:`LlamaCppOptions`.
