@@ -1,12 +1,14 @@
 """The Ingress deployment: FastAPI routes and the ``/v1/realtime`` WebSocket.
 
+(No ``from __future__ import annotations`` here: FastAPI must see real ``WebSocket``
+annotations on the routes, or it treats the socket as a query parameter and refuses it.)
+
 Each connection gets one ``Session``; model work goes to the ASR, LLM and TTS deployments
 through their handles. Outgoing events go through one bounded queue and a single writer
 task, so events from concurrent tasks keep their order and a slow client applies
 back-pressure instead of growing memory without bound.
 """
 
-from __future__ import annotations
 
 import asyncio
 import contextlib
