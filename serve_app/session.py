@@ -249,7 +249,8 @@ class Session:
         started = time.perf_counter()
         pcm16k = resample_pcm16(audio, self.state.input_rate, ASR_RATE)
         try:
-            transcript = await self._models.asr.transcribe(pcm16k, ASR_RATE, self.state.language)
+            language = self.state.language or self._config.asr.language  # None: detect it
+            transcript = await self._models.asr.transcribe(pcm16k, ASR_RATE, language)
         except Exception as exc:
             logger.exception("transcription of %s failed", item.id)
             item.status = "incomplete"
