@@ -6,7 +6,7 @@ from typing import Any
 
 from ray import serve
 
-from deployments.common import load_backend
+from deployments.common import backend_stats, load_backend
 from deployments.types import Transcript
 
 
@@ -22,5 +22,5 @@ class ASRDeployment:
         return await self._backend.transcribe(pcm16, sample_rate, language)
 
     def stats(self) -> dict[str, Any]:
-        """The backend's counters."""
-        return self._backend.stats()
+        """The backend's counters and the replica's CPU seconds (for cancellation checks)."""
+        return backend_stats(self._backend)

@@ -33,3 +33,11 @@ async def load_backend(modality: str, config: dict[str, Any]) -> Any:
         time.perf_counter() - started,
     )
     return backend
+
+
+def backend_stats(backend: Any) -> dict[str, Any]:
+    """The backend's counters plus this process's CPU seconds so far.
+
+    Tests read ``process_cpu_s`` twice to check that a cancelled turn stopped costing CPU.
+    """
+    return {**backend.stats(), "process_cpu_s": time.process_time()}

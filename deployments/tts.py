@@ -7,7 +7,7 @@ from typing import Any
 
 from ray import serve
 
-from deployments.common import load_backend
+from deployments.common import backend_stats, load_backend
 from deployments.types import AudioChunk
 
 
@@ -28,5 +28,5 @@ class TTSDeployment:
             await stream.aclose()
 
     def stats(self) -> dict[str, Any]:
-        """The backend's counters (active / aborted syntheses)."""
-        return self._backend.stats()
+        """The backend's counters and the replica's CPU seconds (for cancellation checks)."""
+        return backend_stats(self._backend)

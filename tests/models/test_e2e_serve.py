@@ -147,9 +147,14 @@ async def test_barge_in_stops_the_real_engines(app_url: str, make_utterance: Any
         after = await llm.stats.remote()
         assert after["active_generations"] == 0
         assert after["aborted_generations"] == before["aborted_generations"] + 1
-        tokens = after["tokens_generated"]
+        tokens, cpu = after["tokens_generated"], after["process_cpu_s"]
         await asyncio.sleep(1.0)
-        assert (await llm.stats.remote())["tokens_generated"] == tokens
+        idle = await llm.stats.remote()
+        assert idle["tokens_generated"] == tokens
+        # Generating uses both cores (~2 CPU-s per s); an aborted engine uses next to none.
+        assert idle["process_cpu_s"] - cpu < 0.3
+        tts = await serve.get_deployment_handle("TTS", APP).stats.remote()
+        assert tts["active_syntheses"] == 0
         assistant_text = client.reply_text(done["response"]["id"])
         item_text = done["response"]["output"][0]["content"][0]["transcript"]
         assert item_text == assistant_text  # the history keeps only what was sent
