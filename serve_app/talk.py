@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from serve_app.audio import b64decode_audio, b64encode_audio, read_wav, resample_pcm16
 
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/realtime"
-START_HINT = "start it with `serve run configs/local.yaml`"
+START_HINT = "start it with `scripts/run.sh` (or `serve run configs/local.yaml`)"
 RATE = 24_000  # the Realtime API's PCM16 rate, both directions
 FRAME_MS = 20
 FRAME_BYTES = RATE * FRAME_MS // 1000 * 2

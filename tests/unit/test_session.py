@@ -337,3 +337,22 @@ async def test_two_sessions_never_share_state(vad: SileroVAD, make_utterance: An
     finally:
         for h in (a, b):
             await h.session.close()
+
+
+async def test_text_only_replies_skip_speech(harness: Harness) -> None:
+    await harness.send(
+        {"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}}
+    )
+    await harness.send(
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]},
+        }
+    )
+    await harness.send({"type": "response.create"})
+    done = await harness.recorder.wait_for("response.done")
+    assert done["response"]["status"] == "completed"
+    text = "".join(e["delta"] for e in harness.recorder.of("response.output_text.delta"))
+    assert text.startswith("You said: Hi")
+    assert harness.recorder.of("response.output_audio.delta") == []
+    assert harness.tts.stats()["chunks"] == 0
