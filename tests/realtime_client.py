@@ -27,51 +27,28 @@ def validate_server_event(event: dict[str, Any]) -> Any:
     return parsed
 
 
-class RealtimeTestClient:
-    """Connects, sends client events, and records (validated) server events with arrival times."""
+def user_text_item(text: str) -> dict[str, Any]:
+    """A ``conversation.item.create`` event carrying a user text message."""
+    return {
+        "type": "conversation.item.create",
+        "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+    }
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+
+class EventLog:
+    """Server events in arrival order, with a way to wait for one."""
+
+    def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
         self.arrivals: list[float] = []
-        self._ws: Any = None
-        self._reader: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
-    async def __aenter__(self) -> RealtimeTestClient:
-        self._ws = await websockets.connect(self.url, max_size=None)
-        self._reader = asyncio.create_task(self._read())
-        await self.wait_for("session.created")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._ws.close()
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-
-    async def _read(self) -> None:
-        async for message in self._ws:
-            event = json.loads(message)
-            validate_server_event(event)
-            self.events.append(event)
-            self.arrivals.append(time.perf_counter())
-            self._changed.set()
-
-    async def send(self, event: dict[str, Any] | str | bytes) -> None:
-        """Send an event (a dict is JSON-encoded; str/bytes go as they are)."""
-        await self._ws.send(json.dumps(event) if isinstance(event, dict) else event)
-
-    async def stream_audio(self, pcm16: bytes, rate: int = 24_000, realtime: bool = True) -> float:
-        """Send audio in 20 ms appends; returns the send time of the last frame."""
-        frame = rate * FRAME_MS // 1000 * 2
-        sent_at = time.perf_counter()
-        for start in range(0, len(pcm16), frame):
-            chunk = base64.b64encode(pcm16[start : start + frame]).decode()
-            await self.send({"type": "input_audio_buffer.append", "audio": chunk})
-            sent_at = time.perf_counter()
-            await asyncio.sleep(FRAME_MS / 1000 if realtime else 0)
-        return sent_at
+    def record(self, event: dict[str, Any]) -> None:
+        """Add one event (validated against the official types first)."""
+        validate_server_event(event)
+        self.events.append(event)
+        self.arrivals.append(time.perf_counter())
+        self._changed.set()
 
     def of(self, type_: str) -> list[dict[str, Any]]:
         """Received events of one type, in order."""
@@ -91,6 +68,47 @@ class RealtimeTestClient:
             return self.of(type_)[count - 1]
 
         return await asyncio.wait_for(_wait(), timeout)
+
+
+class RealtimeTestClient(EventLog):
+    """Connects, sends client events, and records (validated) server events with arrival times."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self._ws: Any = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> RealtimeTestClient:
+        self._ws = await websockets.connect(self.url, max_size=None)
+        self._reader = asyncio.create_task(self._read())
+        await self.wait_for("session.created")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+    async def _read(self) -> None:
+        async for message in self._ws:
+            self.record(json.loads(message))
+
+    async def send(self, event: dict[str, Any] | str | bytes) -> None:
+        """Send an event (a dict is JSON-encoded; str/bytes go as they are)."""
+        await self._ws.send(json.dumps(event) if isinstance(event, dict) else event)
+
+    async def stream_audio(self, pcm16: bytes, rate: int = 24_000, realtime: bool = True) -> float:
+        """Send audio in 20 ms appends; returns the send time of the last frame."""
+        frame = rate * FRAME_MS // 1000 * 2
+        sent_at = time.perf_counter()
+        for start in range(0, len(pcm16), frame):
+            chunk = base64.b64encode(pcm16[start : start + frame]).decode()
+            await self.send({"type": "input_audio_buffer.append", "audio": chunk})
+            sent_at = time.perf_counter()
+            await asyncio.sleep(FRAME_MS / 1000 if realtime else 0)
+        return sent_at
 
     def reply_audio(self, response_id: str | None = None) -> bytes:
         """All reply PCM16 received (for one response, if given)."""

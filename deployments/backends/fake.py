@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,28 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.backends.base import Backend
 from deployments.types import AudioChunk, ChatMessage, SamplingParams, Transcript
+
+
+class _StreamTracker:
+    """Counts streams in flight and streams abandoned before their end (cancelled)."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.aborted = 0
+
+    async def track(self, stream: AsyncGenerator[Any, None]) -> AsyncIterator[Any]:
+        """Yield from ``stream``, counting it as active meanwhile and aborted if left early."""
+        self.active += 1
+        finished = False
+        try:
+            async for item in stream:
+                yield item
+            finished = True
+        finally:
+            self.active -= 1
+            if not finished:
+                self.aborted += 1
+                await stream.aclose()
 
 
 class FakeASR(Backend):
@@ -72,38 +94,32 @@ class FakeLLM(Backend):
 
     def __init__(self, model: str | None = None, options: dict[str, Any] | None = None) -> None:
         super().__init__(model, options)
-        self._active = 0
+        self._streams = _StreamTracker()
         self._tokens = 0
-        self._aborted = 0
 
-    async def chat(self, messages: list[ChatMessage], params: SamplingParams) -> AsyncIterator[str]:
+    def chat(self, messages: list[ChatMessage], params: SamplingParams) -> AsyncIterator[str]:
         """Stream the scripted reply; each word (with its leading space) is one token."""
+        return self._streams.track(self._generate(messages, params))
+
+    async def _generate(self, messages: list[ChatMessage], params: SamplingParams) -> AsyncIterator[str]:
         user = next((m.content for m in reversed(messages) if m.role == "user"), "")
         words = self.options.reply.format(user=user).split(" ")
-        self._active += 1
-        finished = False
-        try:
-            if self.options.first_token_ms:
-                await asyncio.sleep(self.options.first_token_ms / 1000)
-            for index, word in enumerate(words[: params.max_tokens]):
-                if self.options.fail_after_tokens is not None and index >= self.options.fail_after_tokens:
-                    raise RuntimeError("FakeLLM scripted failure")
-                if index and self.options.tokens_per_s:
-                    await asyncio.sleep(1 / self.options.tokens_per_s)
-                self._tokens += 1
-                yield word if index == 0 else " " + word
-            finished = True
-        finally:
-            self._active -= 1
-            if not finished:
-                self._aborted += 1
+        if self.options.first_token_ms:
+            await asyncio.sleep(self.options.first_token_ms / 1000)
+        for index, word in enumerate(words[: params.max_tokens]):
+            if self.options.fail_after_tokens is not None and index >= self.options.fail_after_tokens:
+                raise RuntimeError("FakeLLM scripted failure")
+            if index and self.options.tokens_per_s:
+                await asyncio.sleep(1 / self.options.tokens_per_s)
+            self._tokens += 1
+            yield word if index == 0 else " " + word
 
     def stats(self) -> dict[str, Any]:
         """Active and aborted generations and tokens produced, for cancellation tests."""
         return {
-            "active_generations": self._active,
+            "active_generations": self._streams.active,
             "tokens_generated": self._tokens,
-            "aborted_generations": self._aborted,
+            "aborted_generations": self._streams.aborted,
         }
 
 
@@ -123,36 +139,34 @@ class FakeTTS(Backend):
 
     def __init__(self, model: str | None = None, options: dict[str, Any] | None = None) -> None:
         super().__init__(model, options)
-        self._active = 0
+        self._streams = _StreamTracker()
         self._chunks = 0
-        self._aborted = 0
 
-    async def synthesize(self, text: str, voice: str | None) -> AsyncIterator[AudioChunk]:
+    def synthesize(self, text: str, voice: str | None) -> AsyncIterator[AudioChunk]:
         """Stream a tone of ``len(text) * ms_per_char`` milliseconds."""
+        return self._streams.track(self._tone(text))
+
+    async def _tone(self, text: str) -> AsyncIterator[AudioChunk]:
         opts = self.options
         total = int(opts.sample_rate * len(text) * opts.ms_per_char / 1000)
         per_chunk = max(1, int(opts.sample_rate * opts.chunk_ms / 1000))
-        self._active += 1
-        finished = False
-        try:
-            if opts.fail:
-                raise RuntimeError("FakeTTS scripted failure")
-            if opts.first_chunk_ms:
-                await asyncio.sleep(opts.first_chunk_ms / 1000)
-            for start in range(0, total, per_chunk):
-                count = min(per_chunk, total - start)
-                if start and opts.realtime_factor:
-                    await asyncio.sleep(count / opts.sample_rate * opts.realtime_factor)
-                t = (np.arange(start, start + count) / opts.sample_rate).astype(np.float32)
-                tone = (0.1 * 32767 * np.sin(2 * math.pi * opts.tone_hz * t)).astype("<i2")
-                self._chunks += 1
-                yield AudioChunk(pcm16=tone.tobytes(), sample_rate=opts.sample_rate)
-            finished = True
-        finally:
-            self._active -= 1
-            if not finished:
-                self._aborted += 1
+        if opts.fail:
+            raise RuntimeError("FakeTTS scripted failure")
+        if opts.first_chunk_ms:
+            await asyncio.sleep(opts.first_chunk_ms / 1000)
+        for start in range(0, total, per_chunk):
+            count = min(per_chunk, total - start)
+            if start and opts.realtime_factor:
+                await asyncio.sleep(count / opts.sample_rate * opts.realtime_factor)
+            t = (np.arange(start, start + count) / opts.sample_rate).astype(np.float32)
+            tone = (0.1 * 32767 * np.sin(2 * math.pi * opts.tone_hz * t)).astype("<i2")
+            self._chunks += 1
+            yield AudioChunk(pcm16=tone.tobytes(), sample_rate=opts.sample_rate)
 
     def stats(self) -> dict[str, Any]:
         """Active and aborted syntheses and chunks produced, for cancellation tests."""
-        return {"active_syntheses": self._active, "chunks": self._chunks, "aborted_syntheses": self._aborted}
+        return {
+            "active_syntheses": self._streams.active,
+            "chunks": self._chunks,
+            "aborted_syntheses": self._streams.aborted,
+        }

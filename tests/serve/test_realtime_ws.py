@@ -16,7 +16,7 @@ from openai import AsyncOpenAI
 from ray import serve
 
 from tests.conftest import deploy_app
-from tests.realtime_client import RealtimeTestClient, validate_server_event
+from tests.realtime_client import RealtimeTestClient, user_text_item, validate_server_event
 
 APP = "fakeapp"
 LONG_REPLY = " ".join(f"Sentence number {i} is here." for i in range(60))
@@ -105,16 +105,7 @@ async def test_bad_input_never_hurts_the_session_or_its_neighbour(app_url: str) 
             assert error["error"]["code"]
         assert bad.of("error")[2]["error"]["event_id"] == "evt_1"
         for client in (bad, good):
-            await client.send(
-                {
-                    "type": "conversation.item.create",
-                    "item": {
-                        "type": "message",
-                        "role": "user",
-                        "content": [{"type": "input_text", "text": "hi"}],
-                    },
-                }
-            )
+            await client.send(user_text_item("hi"))
             await client.send({"type": "response.create", "response": {"max_output_tokens": 8}})
         for client in (bad, good):
             done = await client.wait_for("response.done")

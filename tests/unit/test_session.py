@@ -17,37 +17,17 @@ from serve_app.config import AppConfig
 from serve_app.model_clients import ModelClients
 from serve_app.session import Session
 from serve_app.vad import SileroVAD
+from tests.realtime_client import EventLog, user_text_item
 
 RATE = 24_000
 FRAME_BYTES = RATE * 20 // 1000 * 2  # 20 ms of PCM16
 
 
-class Recorder:
-    """Collects the session's server events and lets a test wait for one."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self._changed = asyncio.Event()
+class Recorder(EventLog):
+    """Collects the session's server events (validated, JSON-serialisable)."""
 
     async def emit(self, event: dict[str, Any]) -> None:
-        json.dumps(event)  # everything must be JSON-serialisable
-        self.events.append(event)
-        self._changed.set()
-
-    def types(self) -> list[str]:
-        return [e["type"] for e in self.events]
-
-    def of(self, type_: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["type"] == type_]
-
-    async def wait_for(self, type_: str, count: int = 1, timeout: float = 10.0) -> dict[str, Any]:
-        async def _wait() -> dict[str, Any]:
-            while len(self.of(type_)) < count:
-                self._changed.clear()
-                await self._changed.wait()
-            return self.of(type_)[count - 1]
-
-        return await asyncio.wait_for(_wait(), timeout)
+        self.record(json.loads(json.dumps(event)))
 
 
 class Harness:
@@ -215,29 +195,11 @@ async def test_client_cancel_and_manual_turns(vad: SileroVAD, make_utterance: An
 
 
 async def test_text_items_and_history_across_turns(harness: Harness) -> None:
-    await harness.send(
-        {
-            "type": "conversation.item.create",
-            "item": {
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "Hello there"}],
-            },
-        }
-    )
+    await harness.send(user_text_item("Hello there"))
     await harness.recorder.wait_for("conversation.item.done")
     await harness.send({"type": "response.create"})
     await harness.recorder.wait_for("response.done")
-    await harness.send(
-        {
-            "type": "conversation.item.create",
-            "item": {
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "And again"}],
-            },
-        }
-    )
+    await harness.send(user_text_item("And again"))
     await harness.send({"type": "response.create"})
     await harness.recorder.wait_for("response.done", count=2)
     history = harness.session.conversation.messages("be brief")
@@ -264,16 +226,7 @@ async def test_bad_input_gets_an_error_and_the_session_goes_on(harness: Harness,
     assert error["error"]["code"] == code
     assert error["error"]["type"] == "invalid_request_error"
     assert error["error"]["message"]
-    await harness.send(
-        {
-            "type": "conversation.item.create",
-            "item": {
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "still here?"}],
-            },
-        }
-    )
+    await harness.send(user_text_item("still here?"))
     await harness.send({"type": "response.create"})
     done = await harness.recorder.wait_for("response.done")
     assert done["response"]["status"] == "completed"
@@ -300,16 +253,7 @@ async def test_model_failure_mid_turn_is_an_error_and_a_failed_response(vad: Sil
     h = Harness(vad, llm=FakeLLM(None, {"fail_after_tokens": 3}))
     await h.session.start()
     try:
-        await h.send(
-            {
-                "type": "conversation.item.create",
-                "item": {
-                    "type": "message",
-                    "role": "user",
-                    "content": [{"type": "input_text", "text": "hi"}],
-                },
-            }
-        )
+        await h.send(user_text_item("hi"))
         await h.send({"type": "response.create"})
         done = await h.recorder.wait_for("response.done")
         assert done["response"]["status"] == "failed"
@@ -343,12 +287,7 @@ async def test_text_only_replies_skip_speech(harness: Harness) -> None:
     await harness.send(
         {"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}}
     )
-    await harness.send(
-        {
-            "type": "conversation.item.create",
-            "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]},
-        }
-    )
+    await harness.send(user_text_item("Hi"))
     await harness.send({"type": "response.create"})
     done = await harness.recorder.wait_for("response.done")
     assert done["response"]["status"] == "completed"
