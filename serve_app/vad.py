@@ -144,12 +144,19 @@ class SileroVAD:
     """The Silero VAD model, loaded once per process and shared by all streams.
 
     Args:
-        model_path: Path to the Silero v5/v6 ONNX file (``resolve_model("bundled:silero-vad")``).
+        model_path: Path to the Silero v5/v6 ONNX file (``resolve_model("bundled:silero-vad")``),
+            or a directory holding ``silero_vad.onnx`` (e.g. a Hugging Face snapshot).
         params: Default turn-detection settings for new streams.
     """
 
     def __init__(self, model_path: str | Path, params: VADParams | None = None) -> None:
-        self.model_path = str(model_path)
+        path = Path(model_path)
+        if path.is_dir():
+            found = sorted(path.rglob("silero_vad.onnx"))
+            if not found:
+                raise FileNotFoundError(f"{path}: no silero_vad.onnx in this directory")
+            path = found[0]
+        self.model_path = str(path)
         self.params = params or VADParams()
         self._session = _shared_session(self.model_path)
         names = {i.name for i in self._session.get_inputs()}

@@ -303,3 +303,14 @@ def test_cost_per_window(vad: SileroVAD, make_utterance: MakeUtterance) -> None:
         f"\nVAD cost: {elapsed / windows * 1e3:.3f} ms per 32 ms window ({windows:.0f} windows, 20 ms feeds)"
     )
     assert windows > 0
+
+
+def test_a_directory_holding_the_model_is_accepted(silero_model_path: Path, tmp_path: Path) -> None:
+    nested = tmp_path / "snapshot" / "files"
+    nested.mkdir(parents=True)
+    (nested / "silero_vad.onnx").write_bytes(Path(silero_model_path).read_bytes())
+    assert SileroVAD(tmp_path / "snapshot").model_path == str(nested / "silero_vad.onnx")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no silero_vad\.onnx"):
+        SileroVAD(empty)
