@@ -167,8 +167,7 @@ class Session:
                 "is finished before creating a new one.",
                 event_id=event.event_id,
             )
-        instructions = event.response.instructions if event.response else None
-        self._start_response(time.perf_counter(), {}, instructions=instructions)
+        self._start_response(time.perf_counter(), {}, overrides=event.response)
 
     async def _on_response_cancel(self, event: Any) -> None:
         if not self.responding:
@@ -269,18 +268,22 @@ class Session:
         started_at: float,
         timings: dict[str, float],
         wait_for: asyncio.Task[Transcript | None] | None = None,
-        instructions: str | None = None,
+        overrides: Any = None,
     ) -> None:
-        self._response_task = asyncio.create_task(self._respond(started_at, timings, wait_for, instructions))
+        self._response_task = asyncio.create_task(self._respond(started_at, timings, wait_for, overrides))
 
     async def _respond(
         self,
         started_at: float,
         timings: dict[str, float],
         wait_for: asyncio.Task[Transcript | None] | None,
-        instructions: str | None,
+        overrides: Any,
     ) -> None:
-        """Wait for the user's transcript(s), then run one response to completion or cancel."""
+        """Wait for the user's transcript(s), then run one response to completion or cancel.
+
+        ``overrides`` is the optional ``response`` of ``response.create``: instructions,
+        output modalities, max output tokens and voice for this response only.
+        """
         if wait_for is not None:
             transcript = await asyncio.shield(wait_for)
             if transcript is None or not transcript.text.strip():
@@ -289,15 +292,16 @@ class Session:
         pending = [t for t in self._transcriptions.values() if t is not wait_for]
         if pending:  # answer only once every committed utterance has its transcript
             await asyncio.gather(*(asyncio.shield(t) for t in pending), return_exceptions=True)
+        instructions = _override(overrides, "instructions") or self.state.instructions
         plan = ResponsePlan(
-            messages=self.conversation.messages(instructions or self.state.instructions),
+            messages=self.conversation.messages(instructions),
             params=SamplingParams(
-                max_tokens=self.state.max_output_tokens or self._config.llm.max_tokens,
+                max_tokens=self._max_tokens(_override(overrides, "max_output_tokens")),
                 temperature=self._config.llm.temperature,
             ),
-            voice=self.state.voice,
+            voice=_override(overrides, "voice") or self.state.voice,
             output_rate=self.state.output_rate,
-            audio="audio" in self.state.output_modalities,
+            audio="audio" in (_override(overrides, "output_modalities") or self.state.output_modalities),
             max_audio_lead_s=self._config.session.max_audio_lead_ms / 1000,
             timings=timings,
             started_at=started_at,
@@ -307,6 +311,13 @@ class Session:
         self.conversation.add(item)
         self._response = ResponseRun(self._models, plan, item, self._emit)
         await self._response.run()
+
+    def _max_tokens(self, override: int | str | None) -> int:
+        """Reply length cap: the response's, else the session's, else the config's ("inf" too)."""
+        for limit in (override, self.state.max_output_tokens):
+            if isinstance(limit, int):
+                return limit
+        return self._config.llm.max_tokens
 
     async def _cancel_response(self, reason: str) -> None:
         """Stop the active response now and wait until its final events are out."""
@@ -359,3 +370,13 @@ class Session:
         self._speech_item_id = None
         self._speech_start_ms = None
         self._vad.reset()
+
+
+def _override(params: Any, field: str) -> Any:
+    """A field of ``response.create``'s optional ``response`` object (voice is nested)."""
+    if params is None:
+        return None
+    if field == "voice":
+        output = params.audio.output if params.audio else None
+        return output.voice if output else None
+    return getattr(params, field)

@@ -295,3 +295,40 @@ async def test_text_only_replies_skip_speech(harness: Harness) -> None:
     assert text.startswith("You said: Hi")
     assert harness.recorder.of("response.output_audio.delta") == []
     assert harness.tts.stats()["chunks"] == 0
+
+
+async def test_asr_failure_is_reported_and_the_next_turn_works(vad: SileroVAD, make_utterance: Any) -> None:
+    asr = FakeASR(None, {"fail": True})
+    h = Harness(vad, asr=asr)
+    await h.session.start()
+    try:
+        await h.speak(
+            make_utterance("What is the capital of France?", lead_silence_s=0.2, trail_silence_s=0.8)
+        )
+        failed = await h.recorder.wait_for("conversation.item.input_audio_transcription.failed")
+        assert "FakeASR scripted failure" in failed["error"]["message"]
+        assert (await h.recorder.wait_for("error"))["error"]["type"] == "server_error"
+        assert "response.created" not in h.recorder.types()  # nothing was heard: no reply
+        asr.options.fail = False
+        await h.speak(
+            make_utterance("What is the capital of France?", lead_silence_s=0.2, trail_silence_s=0.8)
+        )
+        done = await h.recorder.wait_for("response.done")
+        assert done["response"]["status"] == "completed"
+    finally:
+        await h.session.close()
+
+
+async def test_tts_failure_fails_the_response_not_the_session(vad: SileroVAD) -> None:
+    h = Harness(vad, tts=FakeTTS(None, {"fail": True}))
+    await h.session.start()
+    try:
+        await h.send(user_text_item("hi"))
+        await h.send({"type": "response.create"})
+        done = await h.recorder.wait_for("response.done")
+        assert done["response"]["status"] == "failed"
+        assert "FakeTTS scripted failure" in h.recorder.of("error")[0]["error"]["message"]
+        await h.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
+        assert (await h.recorder.wait_for("response.done", count=2))["response"]["status"] == "completed"
+    finally:
+        await h.session.close()
