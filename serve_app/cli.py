@@ -3,6 +3,7 @@
     voxray talk question.wav --out reply.wav     # one spoken turn, with latency figures
     voxray models list | voxray models prepare [NAME ...]
     voxray config check configs/local.yaml
+    voxray bench --sessions 10 --turns 3          # load benchmark (python -m bench.load)
 
 Heavy imports (Ray, the model registry) happen inside the subcommand that needs them, so
 ``voxray talk`` starts fast on a machine that only has the client's dependencies.
@@ -229,11 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate the first application's args")
     check.add_argument("path", help="a Serve config YAML, e.g. configs/local.yaml")
     check.set_defaults(func=_cmd_config_check)
+
+    # Listed for --help only: main() hands everything after "bench" to bench.load's own parser.
+    sub.add_parser("bench", help="load benchmark: many spoken sessions at once (python -m bench.load)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``voxray`` command; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from bench.load import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -103,6 +103,12 @@ class SessionDefaults(_Strict):
     voice: str = "joe"
     turn_detection: TurnDetectionDefaults = Field(default_factory=TurnDetectionDefaults)
     max_history_messages: int = Field(default=40, ge=2, le=1000)
+    speculative_turns: bool = Field(
+        default=True,
+        description="Start transcribing and answering at the first pause (~200 ms into the end-of-turn "
+        "silence) and send the answer only if the turn really ends; saves up to the rest of the "
+        "silence at the cost of some wasted model work when the user goes on speaking.",
+    )
     max_audio_lead_ms: int = Field(
         default=1500,
         ge=0,

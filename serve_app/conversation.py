@@ -90,6 +90,28 @@ class Conversation:
         """
         del self._items[self._index(item_id)]
 
+    def truncate_audio(self, item_id: str, audio_end_ms: int) -> Item:
+        """Cut an assistant item's text to the phrases that had started playing by ``audio_end_ms``.
+
+        Clients send this (``conversation.item.truncate``) when the user interrupted playback,
+        so the history holds what the user actually heard.
+
+        Raises:
+            KeyError: no such item.
+            ValueError: the item is not an assistant message.
+        """
+        item = self.get(item_id)
+        if item.role != "assistant":
+            raise ValueError("Only assistant audio items can be truncated.")
+        kept, start_ms = [], 0
+        for phrase, end_ms in item.phrase_audio_ms:
+            if start_ms >= audio_end_ms:
+                break
+            kept.append(phrase)
+            start_ms = end_ms
+        item.text = "".join(kept).strip()
+        return item
+
     def messages(self, instructions: str) -> list[ChatMessage]:
         """Chat history for the LLM: the instructions, then the newest items that fit.
 

@@ -9,7 +9,6 @@ task, so events from concurrent tasks keep their order and a slow client applies
 back-pressure instead of growing memory without bound.
 """
 
-
 import asyncio
 import contextlib
 import json

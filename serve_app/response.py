@@ -45,6 +45,64 @@ class ResponsePlan:
     """Reference instant for the timings: end of user speech, or ``response.create``."""
 
 
+def plan_response(
+    state: Any, config: Any, conversation: Any, overrides: Any, started_at: float, timings: dict[str, float]
+) -> ResponsePlan:
+    """What the next response should do, from the session state and ``response.create`` overrides.
+
+    Args:
+        state: The session's ``SessionState``.
+        config: The ``AppConfig``.
+        conversation: The session's ``Conversation`` (the history).
+        overrides: The optional ``response`` of ``response.create``: instructions, output
+            modalities, max output tokens and voice for this response only.
+        started_at: Reference instant of the timings (end of user speech).
+        timings: Stage timings known so far; the response adds its own to this dict.
+    """
+    instructions = _override(overrides, "instructions") or state.instructions
+    return ResponsePlan(
+        messages=conversation.messages(instructions),
+        params=SamplingParams(
+            max_tokens=_max_tokens(_override(overrides, "max_output_tokens"), state, config),
+            temperature=config.llm.temperature,
+        ),
+        voice=_override(overrides, "voice") or state.voice,
+        output_rate=state.output_rate,
+        audio="audio" in (_override(overrides, "output_modalities") or state.output_modalities),
+        max_audio_lead_s=config.session.max_audio_lead_ms / 1000,
+        timings=timings,
+        started_at=started_at,
+    )
+
+
+def assistant_item(plan: ResponsePlan) -> Item:
+    """A new, in-progress assistant item for a response following ``plan``."""
+    return Item(
+        id=rt.new_id("item"),
+        role="assistant",
+        modality="audio" if plan.audio else "text",
+        status="in_progress",
+    )
+
+
+def _max_tokens(override: int | str | None, state: Any, config: Any) -> int:
+    """Reply length cap: the response's, else the session's, else the config's ("inf" too)."""
+    for limit in (override, state.max_output_tokens):
+        if isinstance(limit, int):
+            return limit
+    return config.llm.max_tokens
+
+
+def _override(params: Any, field: str) -> Any:
+    """A field of ``response.create``'s optional ``response`` object (voice is nested)."""
+    if params is None:
+        return None
+    if field == "voice":
+        output = params.audio.output if params.audio else None
+        return output.voice if output else None
+    return getattr(params, field)
+
+
 class ResponseRun:
     """Runs one response and emits its events; ``cancel`` stops it at once."""
 
@@ -56,7 +114,7 @@ class ResponseRun:
         self._models = models
         self._plan = plan
         self._emit = emit
-        self._timings = dict(plan.timings)
+        self._timings = plan.timings  # shared: the session adds stages it learns later
         self._cancel_reason: str | None = None
         self._pipeline: asyncio.Task[None] | None = None
         self._spoken: list[str] = []

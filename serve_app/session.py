@@ -14,14 +14,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from deployments.types import SamplingParams, Transcript
+from deployments.types import ChatMessage, Transcript
 from serve_app.audio import resample_pcm16
 from serve_app.config import AppConfig
 from serve_app.conversation import Conversation, Item, new_id
+from serve_app.input_buffer import InputBuffer
 from serve_app.model_clients import ModelClients
 from serve_app.protocol import realtime as rt
-from serve_app.response import ResponsePlan, ResponseRun
-from serve_app.vad import SpeechStarted, SpeechStopped, VADStream
+from serve_app.response import ResponseRun, assistant_item, plan_response
+from serve_app.speculation import EventGate, Speculation
+from serve_app.vad import SpeechPaused, SpeechResumed, SpeechStarted, SpeechStopped, VADEvent, VADStream
 
 logger = logging.getLogger("voxray")
 
@@ -48,15 +50,13 @@ class Session:
         self._vad = vad
         self._emit = emit
         self.conversation = Conversation(config.session.max_history_messages)
-        self._buffer = bytearray()  # input audio not yet committed, at the input rate
-        self._buffer_start_ms = 0.0  # stream time of the buffer's first sample
-        self._stream_ms = 0.0  # stream time of the end of all audio received
+        self._input = InputBuffer(self.state.input_rate)  # audio not yet committed
         self._speech_item_id: str | None = None
         self._speech_start_ms: float | None = None
         self._transcriptions: dict[str, asyncio.Task[Transcript | None]] = {}
         self._response: ResponseRun | None = None
         self._response_task: asyncio.Task[None] | None = None
-        self._closed = False
+        self._speculation: Speculation | None = None
         self._apply_vad_settings()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -67,7 +67,7 @@ class Session:
 
     async def close(self) -> None:
         """Cancel everything in flight; the connection is gone."""
-        self._closed = True
+        await self._drop_speculation()
         tasks = [t for t in [self._response_task, *self._transcriptions.values()] if t is not None]
         for task in tasks:
             task.cancel()
@@ -110,38 +110,37 @@ class Session:
         audio: bytes = event.audio
         rate = self.state.input_rate
         max_bytes = int(self._config.limits.max_input_buffer_s * rate) * 2
-        if len(self._buffer) + len(audio) > max_bytes:
+        if len(self._input) + len(audio) > max_bytes:
             raise rt.ProtocolError(
                 "input_audio_buffer_full",
                 f"The input audio buffer holds at most {self._config.limits.max_input_buffer_s:g} s; "
                 "commit or clear it. This chunk was dropped.",
                 event_id=event.event_id,
             )
-        self._buffer += audio
-        self._stream_ms += len(audio) / 2 / rate * 1000
-        if self.state.turn_detection is None:
+        self._input.append(audio)
+        turn = self.state.turn_detection
+        if turn is None:
             return
         for vad_event in self._vad.feed(audio, rate):
-            if isinstance(vad_event, SpeechStarted):
-                await self._on_speech_started(vad_event.audio_start_ms)
-            elif isinstance(vad_event, SpeechStopped):
-                await self._on_speech_stopped(vad_event.audio_end_ms)
-        if self._speech_start_ms is None:
-            self._trim_idle_buffer()
+            await self._on_vad_event(vad_event)
+        if self._speech_start_ms is None:  # keep what a next speech start's padding may need
+            self._input.keep_last(turn.prefix_padding_ms + 1000)
 
     async def _on_input_audio_buffer_commit(self, event: Any) -> None:
-        if self._buffer_ms() < MIN_COMMIT_MS:
+        if self._input.duration_ms < MIN_COMMIT_MS:
             raise rt.ProtocolError(
                 "input_audio_buffer_commit_empty",
                 f"Error committing input audio buffer: buffer too small. Expected at least "
-                f"{MIN_COMMIT_MS}ms of audio, but buffer only has {self._buffer_ms():.2f}ms of audio.",
+                f"{MIN_COMMIT_MS}ms of audio, but buffer only has {self._input.duration_ms:.2f}ms of audio.",
                 event_id=event.event_id,
             )
+        await self._drop_speculation()
         item_id = self._speech_item_id or new_id("item")
-        await self._commit(item_id, bytes(self._buffer), create_response=False)
+        await self._commit(item_id, self._input.all(), create_response=False)
         self._reset_input()
 
     async def _on_input_audio_buffer_clear(self, event: Any) -> None:
+        await self._drop_speculation()
         self._reset_input()
         await self._emit(rt.input_audio_buffer_cleared())
 
@@ -189,67 +188,88 @@ class Session:
 
     async def _on_conversation_item_truncate(self, event: Any) -> None:
         try:
-            item = self.conversation.get(event.item_id)
+            item = self.conversation.truncate_audio(event.item_id, event.audio_end_ms)
         except KeyError as exc:
             raise rt.ProtocolError(
                 "item_not_found", f"Item '{event.item_id}' does not exist.", event_id=event.event_id
             ) from exc
-        if item.role != "assistant":
-            raise rt.ProtocolError(
-                "invalid_value", "Only assistant audio items can be truncated.", event_id=event.event_id
-            )
-        # Keep the phrases whose audio had started playing by ``audio_end_ms``.
-        kept, start_ms = [], 0
-        for phrase, end_ms in item.phrase_audio_ms:
-            if start_ms >= event.audio_end_ms:
-                break
-            kept.append(phrase)
-            start_ms = end_ms
-        item.text = "".join(kept).strip()
+        except ValueError as exc:
+            raise rt.ProtocolError("invalid_value", str(exc), event_id=event.event_id) from exc
         await self._emit(rt.conversation_item_truncated(item.id, event.content_index, event.audio_end_ms))
 
     # -- turns -------------------------------------------------------------------------------
 
+    async def _on_vad_event(self, event: VADEvent) -> None:
+        if isinstance(event, SpeechStarted):
+            await self._on_speech_started(event.audio_start_ms)
+        elif isinstance(event, SpeechPaused):
+            await self._speculate(event.speech_end_ms)
+        elif isinstance(event, SpeechResumed):
+            await self._drop_speculation()
+        elif isinstance(event, SpeechStopped):
+            await self._on_speech_stopped(event.audio_end_ms, event.speech_end_ms)
+
     async def _on_speech_started(self, audio_start_ms: float) -> None:
         self._speech_item_id = new_id("item")
-        self._speech_start_ms = max(audio_start_ms, self._buffer_start_ms)
+        self._speech_start_ms = max(audio_start_ms, self._input.start_ms)
         await self._emit(rt.speech_started(int(audio_start_ms), self._speech_item_id))
         if self.responding and self.state.interrupt_response:
             await self._cancel_response("turn_detected")
 
-    async def _on_speech_stopped(self, audio_end_ms: float) -> None:
-        stopped_at = time.perf_counter()
+    async def _on_speech_stopped(self, audio_end_ms: float, speech_end_ms: float) -> None:
+        speech_end_at = self._wall_time(speech_end_ms)
         item_id = self._speech_item_id or new_id("item")
-        start_ms = self._speech_start_ms if self._speech_start_ms is not None else self._buffer_start_ms
+        start_ms = self._speech_start_ms if self._speech_start_ms is not None else self._input.start_ms
         await self._emit(rt.speech_stopped(int(audio_end_ms), item_id))
-        audio = self._slice_buffer(start_ms, audio_end_ms)
-        self._drop_buffer_until(audio_end_ms)
+        audio = self._input.slice(start_ms, audio_end_ms)
+        self._input.drop_until(audio_end_ms)
         self._speech_item_id = None
         self._speech_start_ms = None
-        await self._commit(item_id, audio, create_response=self.state.create_response, stopped_at=stopped_at)
+        timings = {"endpointing_ms": _ms_since(speech_end_at)}
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None and speculation.item_id == item_id:
+            await self._confirm_speculation(speculation, audio, timings)
+        else:
+            await self._commit(item_id, audio, self.state.create_response, speech_end_at, timings)
 
     async def _commit(
-        self, item_id: str, audio: bytes, create_response: bool, stopped_at: float | None = None
-    ) -> None:
-        """Turn committed audio into a user item, transcribe it, and maybe answer it."""
-        audio_ms = int(len(audio) / 2 / self.state.input_rate * 1000)
-        item = Item(id=item_id, role="user", modality="audio", status="in_progress", audio_ms=audio_ms)
+        self,
+        item_id: str,
+        audio: bytes,
+        create_response: bool,
+        speech_end_at: float | None = None,
+        timings: dict[str, float] | None = None,
+        asr: asyncio.Task[Transcript] | None = None,
+    ) -> asyncio.Task[Transcript | None]:
+        """Turn committed audio into a user item, publish its transcript, and maybe answer it."""
+        item = Item(id=item_id, role="user", modality="audio", status="in_progress")
+        item.audio_ms = int(len(audio) / 2 / self.state.input_rate * 1000)
         previous = self.conversation.add(item)
         await self._emit(rt.input_audio_buffer_committed(item_id, previous))
         await self._emit(rt.conversation_item_added(item, previous_item_id=previous))
-        started = stopped_at or time.perf_counter()
-        task = asyncio.create_task(self._transcribe(item, audio))
+        task = asyncio.create_task(self._publish_transcript(item, asr or self._start_asr(audio)))
         self._transcriptions[item_id] = task
         task.add_done_callback(lambda _: self._transcriptions.pop(item_id, None))
         if create_response and not self.responding:
-            self._start_response(started, {}, wait_for=task)
+            self._start_response(speech_end_at or time.perf_counter(), timings or {}, wait_for=task)
+        return task
 
-    async def _transcribe(self, item: Item, audio: bytes) -> Transcript | None:
+    def _start_asr(self, audio: bytes) -> asyncio.Task[Transcript]:
+        return asyncio.create_task(self._transcribe(audio))
+
+    async def _transcribe(self, audio: bytes) -> Transcript:
+        """Run ASR on input-rate audio; ``processing_s`` is the whole round trip."""
         started = time.perf_counter()
         pcm16k = resample_pcm16(audio, self.state.input_rate, ASR_RATE)
+        language = self.state.language or self._config.asr.language  # None: detect it
+        transcript = await self._models.asr.transcribe(pcm16k, ASR_RATE, language)
+        transcript.processing_s = time.perf_counter() - started
+        return transcript
+
+    async def _publish_transcript(self, item: Item, asr: asyncio.Task[Transcript]) -> Transcript | None:
+        """Wait for the item's transcription and tell the client; ``None`` if it failed."""
         try:
-            language = self.state.language or self._config.asr.language  # None: detect it
-            transcript = await self._models.asr.transcribe(pcm16k, ASR_RATE, language)
+            transcript = await asr
         except Exception as exc:
             logger.exception("transcription of %s failed", item.id)
             item.status = "incomplete"
@@ -258,10 +278,69 @@ class Session:
             return None
         item.text = transcript.text
         item.status = "completed"
-        transcript.processing_s = time.perf_counter() - started
         await self._emit(rt.transcription_completed(item.id, transcript.text, item.audio_ms / 1000))
         await self._emit(rt.conversation_item_done(item))
         return transcript
+
+    # -- speculation -------------------------------------------------------------------------
+
+    async def _speculate(self, speech_end_ms: float) -> None:
+        """On a pause, transcribe and start answering behind a closed gate (see speculation.py)."""
+        await self._drop_speculation()
+        if (
+            not self._config.session.speculative_turns
+            or not self.state.create_response
+            or self.responding
+            or self._transcriptions
+            or self._speech_item_id is None
+        ):
+            return
+        start_ms = self._speech_start_ms if self._speech_start_ms is not None else self._input.start_ms
+        audio = self._input.slice(start_ms, self._input.end_ms)
+        spec = Speculation(
+            item_id=self._speech_item_id,
+            speech_end_at=self._wall_time(speech_end_ms),
+            asr=self._start_asr(audio),
+            gate=EventGate(self._emit),
+        )
+        spec.task = asyncio.create_task(self._speculative_response(spec))
+        self._speculation = spec
+
+    async def _speculative_response(self, spec: Speculation) -> None:
+        transcript = await asyncio.shield(spec.asr)
+        if not transcript.text.strip():
+            return
+        spec.timings["asr_ms"] = round(transcript.processing_s * 1000, 1)
+        plan = plan_response(
+            self.state, self._config, self.conversation, None, spec.speech_end_at, spec.timings
+        )
+        plan.messages.append(ChatMessage(role="user", content=transcript.text))
+        spec.run = ResponseRun(self._models, plan, assistant_item(plan), spec.gate.emit)
+        if spec.confirmed:
+            self._response = spec.run
+        await spec.run.run()
+
+    async def _confirm_speculation(self, spec: Speculation, audio: bytes, timings: dict[str, float]) -> None:
+        """The turn ended as guessed: commit it, then release the response's held events."""
+        spec.timings.update(timings)
+        spec.confirmed = True
+        self._response_task = spec.task
+        published = await self._commit(spec.item_id, audio, create_response=False, asr=spec.asr)
+        transcript = await asyncio.shield(published)
+        if transcript is None:
+            await spec.cancel()  # ASR failed: there is no reply to release
+            return
+        if spec.run is not None:
+            self._response = spec.run
+            self.conversation.add(spec.run.item)
+        await spec.gate.open()
+
+    async def _drop_speculation(self) -> None:
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None:
+            await speculation.cancel()
+
+    # -- responses ---------------------------------------------------------------------------
 
     def _start_response(
         self,
@@ -292,32 +371,11 @@ class Session:
         pending = [t for t in self._transcriptions.values() if t is not wait_for]
         if pending:  # answer only once every committed utterance has its transcript
             await asyncio.gather(*(asyncio.shield(t) for t in pending), return_exceptions=True)
-        instructions = _override(overrides, "instructions") or self.state.instructions
-        plan = ResponsePlan(
-            messages=self.conversation.messages(instructions),
-            params=SamplingParams(
-                max_tokens=self._max_tokens(_override(overrides, "max_output_tokens")),
-                temperature=self._config.llm.temperature,
-            ),
-            voice=_override(overrides, "voice") or self.state.voice,
-            output_rate=self.state.output_rate,
-            audio="audio" in (_override(overrides, "output_modalities") or self.state.output_modalities),
-            max_audio_lead_s=self._config.session.max_audio_lead_ms / 1000,
-            timings=timings,
-            started_at=started_at,
-        )
-        item = Item(id=new_id("item"), role="assistant", modality="audio" if plan.audio else "text")
-        item.status = "in_progress"
+        plan = plan_response(self.state, self._config, self.conversation, overrides, started_at, timings)
+        item = assistant_item(plan)
         self.conversation.add(item)
         self._response = ResponseRun(self._models, plan, item, self._emit)
         await self._response.run()
-
-    def _max_tokens(self, override: int | str | None) -> int:
-        """Reply length cap: the response's, else the session's, else the config's ("inf" too)."""
-        for limit in (override, self.state.max_output_tokens):
-            if isinstance(limit, int):
-                return limit
-        return self._config.llm.max_tokens
 
     async def _cancel_response(self, reason: str) -> None:
         """Stop the active response now and wait until its final events are out."""
@@ -330,7 +388,7 @@ class Session:
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    # -- input buffer ------------------------------------------------------------------------
+    # -- input -------------------------------------------------------------------------------
 
     def _apply_vad_settings(self) -> None:
         turn = self.state.turn_detection
@@ -341,42 +399,16 @@ class Session:
                 silence_duration_ms=turn.silence_duration_ms,
             )
 
-    def _buffer_ms(self) -> float:
-        return len(self._buffer) / 2 / self.state.input_rate * 1000
-
-    def _offset(self, stream_ms: float) -> int:
-        """Byte offset in the buffer of stream time ``stream_ms`` (clamped, sample aligned)."""
-        samples = int((stream_ms - self._buffer_start_ms) * self.state.input_rate / 1000)
-        return max(0, min(len(self._buffer), samples * 2))
-
-    def _slice_buffer(self, start_ms: float, end_ms: float) -> bytes:
-        return bytes(self._buffer[self._offset(start_ms) : self._offset(end_ms)])
-
-    def _drop_buffer_until(self, stream_ms: float) -> None:
-        cut = self._offset(stream_ms)
-        del self._buffer[:cut]
-        self._buffer_start_ms += cut / 2 / self.state.input_rate * 1000
-
-    def _trim_idle_buffer(self) -> None:
-        """Outside speech keep only what a future speech start's prefix padding may need."""
-        turn = self.state.turn_detection
-        keep_ms = (turn.prefix_padding_ms if turn else 0) + 1000
-        if self._buffer_ms() > 2 * keep_ms:
-            self._drop_buffer_until(self._stream_ms - keep_ms)
+    def _wall_time(self, stream_ms: float) -> float:
+        """``perf_counter`` time at which stream time ``stream_ms`` arrived (approximately)."""
+        return time.perf_counter() - max(0.0, self._input.end_ms - stream_ms) / 1000
 
     def _reset_input(self) -> None:
-        self._buffer.clear()
-        self._buffer_start_ms = self._stream_ms = 0.0
+        self._input.clear()
         self._speech_item_id = None
         self._speech_start_ms = None
         self._vad.reset()
 
 
-def _override(params: Any, field: str) -> Any:
-    """A field of ``response.create``'s optional ``response`` object (voice is nested)."""
-    if params is None:
-        return None
-    if field == "voice":
-        output = params.audio.output if params.audio else None
-        return output.voice if output else None
-    return getattr(params, field)
+def _ms_since(instant: float) -> float:
+    return round((time.perf_counter() - instant) * 1000, 1)

@@ -77,7 +77,7 @@ async def test_barge_in_aborts_generation_in_the_llm_replica(app_url: str, make_
         assert done["response"]["status_details"]["reason"] == "turn_detected"
         await asyncio.sleep(0.5)
         after = await asyncio.to_thread(llm_stats)
-        assert after["aborted_generations"] == before["aborted_generations"] + 1
+        assert after["aborted_generations"] >= before["aborted_generations"] + 1
         assert after["active_generations"] == 0
         tokens = after["tokens_generated"]
         await asyncio.sleep(0.5)

@@ -332,3 +332,60 @@ async def test_tts_failure_fails_the_response_not_the_session(vad: SileroVAD) ->
         assert (await h.recorder.wait_for("response.done", count=2))["response"]["status"] == "completed"
     finally:
         await h.session.close()
+
+
+async def test_speculative_turn_answers_from_the_pause_transcript(
+    vad: SileroVAD, make_utterance: Any
+) -> None:
+    asr = FakeASR(None, {"delay_ms": 100})
+    h = Harness(vad, asr=asr)
+    await h.session.start()
+    try:
+        await h.speak(
+            make_utterance("What is the capital of France?", lead_silence_s=0.2, trail_silence_s=1.0)
+        )
+        done = await h.recorder.wait_for("response.done")
+        assert done["response"]["status"] == "completed"
+        assert asr.stats()["calls"] == 1  # the pause's transcription was used, not redone
+        metadata = done["response"]["metadata"]
+        assert float(metadata["voxray.endpointing_ms"]) >= 0
+        assert float(metadata["voxray.asr_ms"]) > 0
+        types = h.recorder.types()
+        # Nothing of the response went out before the turn really ended.
+        assert types.index("input_audio_buffer.speech_stopped") < types.index("response.created")
+    finally:
+        await h.session.close()
+
+
+async def test_speech_resuming_after_a_pause_drops_the_speculation(
+    vad: SileroVAD, make_utterance: Any
+) -> None:
+    llm = FakeLLM(None, {"tokens_per_s": 20})
+    h = Harness(vad, llm=llm)
+    await h.session.start()
+    try:
+        first = make_utterance("What is the capital", lead_silence_s=0.2, trail_silence_s=0.38)
+        rest = make_utterance("of France?", lead_silence_s=0.0, trail_silence_s=1.0)
+        await h.speak(first + rest, realtime=True)
+        done = await h.recorder.wait_for("response.done")
+        assert done["response"]["status"] == "completed"
+        assert h.recorder.types().count("response.created") == 1
+        assert h.recorder.types().count("input_audio_buffer.committed") == 1
+        assert llm.stats()["aborted_generations"] >= 1  # the dropped guess stopped generating
+        assert llm.stats()["active_generations"] == 0
+    finally:
+        await h.session.close()
+
+
+async def test_speculation_can_be_switched_off(vad: SileroVAD, make_utterance: Any) -> None:
+    llm = FakeLLM(None, {"tokens_per_s": 20})
+    h = Harness(vad, llm=llm, speculative_turns=False)
+    await h.session.start()
+    try:
+        first = make_utterance("What is the capital", lead_silence_s=0.2, trail_silence_s=0.38)
+        rest = make_utterance("of France?", lead_silence_s=0.0, trail_silence_s=1.0)
+        await h.speak(first + rest, realtime=True)
+        await h.recorder.wait_for("response.done")
+        assert llm.stats()["aborted_generations"] == 0  # nothing was started at the pause
+    finally:
+        await h.session.close()
