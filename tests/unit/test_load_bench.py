@@ -127,27 +127,30 @@ def test_first_phrase_time_follows_the_phrase_splitter() -> None:
 def test_timeline_without_speculation_puts_the_stages_after_the_end_of_turn() -> None:
     # The server's reference is the end of turn, which the client saw 540 ms after t0.
     timeline = stage_timeline(record(voice_latency_ms=820.0, speech_stopped_ms=540.0, server_ms=SERVER))
-    assert timeline == dict(zip(STAGES, [540.0, 590.0, 700.0, 715.0, 790.0, 820.0], strict=True))
+    assert timeline == dict(zip(STAGES[1:], [540.0, 590.0, 700.0, 715.0, 790.0, 820.0], strict=True))
     assert list(segments(timeline).values()) == [540.0, 50.0, 110.0, 15.0, 75.0, 30.0]
     assert sum(segments(timeline).values()) == 820.0
     assert stage_timeline(record(voice_latency_ms=820.0, server_ms={"asr_ms": 1.0})) is None
 
 
 def test_timeline_with_speculation_shows_the_work_done_before_the_end_of_turn() -> None:
-    # endpointing_ms: the server counts from the end of speech; the reply was ready at 300 ms and
-    # waited for the end of turn at 530 ms. asr_ms is a duration from an unreported start: left out.
+    # The server counts from its VAD's end of speech, which it placed 530 ms before the end of
+    # turn; the client saw the end of turn at 600 ms, so speech ended (for the server) at 70 ms.
+    # The reply was ready 300 ms after that and waited for the end of turn. asr_ms (a duration
+    # from an unreported start) is left out.
     server = {
         "asr_ms": 20.0,
         "llm_first_token_ms": 280.0,
         "first_phrase_ms": 290.0,
         "tts_first_chunk_ms": 300.0,
     }
-    timeline = stage_timeline(record(voice_latency_ms=600.0, server_ms=server | {"endpointing_ms": 530.0}))
+    r = record(voice_latency_ms=610.0, speech_stopped_ms=600.0, server_ms=server | {"endpointing_ms": 530.0})
+    timeline = stage_timeline(r)
     assert timeline is not None
-    assert list(timeline) == [STAGES[2], STAGES[3], STAGES[4], STAGES[0], STAGES[5]]
     assert segments(timeline) == {
-        STAGES[2]: 280.0, STAGES[3]: 10.0, STAGES[4]: 10.0, STAGES[0]: 230.0, STAGES[5]: 70.0
+        STAGES[0]: 70.0, STAGES[3]: 280.0, STAGES[4]: 10.0, STAGES[5]: 10.0, STAGES[1]: 230.0, STAGES[6]: 10.0
     }  # fmt: skip
+    assert sum(segments(timeline).values()) == 610.0
 
 
 def test_summary_counts_failures_barge_ins_and_gaps() -> None:
@@ -171,7 +174,7 @@ def test_summary_counts_failures_barge_ins_and_gaps() -> None:
     assert s.figures[LATENCY].n == 2 and s.figures[LATENCY].p50 == 850.0
     assert s.figures[STARVED].max == pytest.approx(300.0)
     assert s.client_cpu_pct == 25.0
-    assert s.timeline_p50[STAGES[1]] == 590.0 and s.server["asr_ms"].n == 1
+    assert s.timeline_p50[STAGES[2]] == 590.0 and s.server["asr_ms"].n == 1
     report = LoadReport(
         created_at="now", host="h", config=settings(profile=PROFILE), turns=records, summary=s
     )
