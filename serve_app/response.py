@@ -127,6 +127,16 @@ class ResponseRun:
         """The part of the reply whose audio (or text) has gone to the client."""
         return "".join(self._spoken).strip()
 
+    def released(self) -> None:
+        """The held events just went out (speculative turn confirmed): audio starts now.
+
+        Restarts the pacing clock, so the audio made behind the gate counts as lead, and
+        moves ``first_audio_ms`` to when the client really got the first audio.
+        """
+        if self._first_audio_at is not None:
+            self._first_audio_at = time.perf_counter()
+            self._timings["first_audio_ms"] = self._ms_since_start()
+
     def cancel(self, reason: str) -> None:
         """Stop generating and speaking now; ``run`` then emits the cancelled events."""
         if self._cancel_reason is None:

@@ -311,6 +311,7 @@ class Session:
         if not transcript.text.strip():
             return
         spec.timings["asr_ms"] = round(transcript.processing_s * 1000, 1)
+        spec.timings["asr_done_ms"] = _ms_since(spec.speech_end_at)
         plan = plan_response(
             self.state, self._config, self.conversation, None, spec.speech_end_at, spec.timings
         )
@@ -334,6 +335,8 @@ class Session:
             self._response = spec.run
             self.conversation.add(spec.run.item)
         await spec.gate.open()
+        if spec.run is not None:
+            spec.run.released()
 
     async def _drop_speculation(self) -> None:
         speculation, self._speculation = self._speculation, None
@@ -368,6 +371,7 @@ class Session:
             if transcript is None or not transcript.text.strip():
                 return  # nothing intelligible was said: no reply
             timings["asr_ms"] = round(transcript.processing_s * 1000, 1)
+            timings["asr_done_ms"] = _ms_since(started_at)
         pending = [t for t in self._transcriptions.values() if t is not wait_for]
         if pending:  # answer only once every committed utterance has its transcript
             await asyncio.gather(*(asyncio.shield(t) for t in pending), return_exceptions=True)
