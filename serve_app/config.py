@@ -109,6 +109,20 @@ class SessionDefaults(_Strict):
         "silence) and send the answer only if the turn really ends; saves up to the rest of the "
         "silence at the cost of some wasted model work when the user goes on speaking.",
     )
+    speculation_pause_ms: int | None = Field(
+        default=None,
+        ge=0,
+        le=5000,
+        description="Silence after speech before a speculative turn starts; None: min(200, "
+        "silence_duration_ms / 2). Shorter answers sooner but guesses wrong more often.",
+    )
+    first_phrase_max_words: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Cut a reply's first phrase for TTS after this many words even without "
+        "punctuation, so speech starts sooner; None waits for a clause or sentence end.",
+    )
     max_audio_lead_ms: int = Field(
         default=1500,
         ge=0,

@@ -39,6 +39,7 @@ class ResponsePlan:
     output_rate: int
     audio: bool = True
     max_audio_lead_s: float = 1.5
+    first_phrase_max_words: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
     """Stage timings (ms) already known when the response starts, e.g. ASR and endpointing."""
     started_at: float = field(default_factory=time.perf_counter)
@@ -70,6 +71,7 @@ def plan_response(
         output_rate=state.output_rate,
         audio="audio" in (_override(overrides, "output_modalities") or state.output_modalities),
         max_audio_lead_s=config.session.max_audio_lead_ms / 1000,
+        first_phrase_max_words=config.session.first_phrase_max_words,
         timings=timings,
         started_at=started_at,
     )
@@ -205,7 +207,7 @@ class ResponseRun:
 
     async def _produce_phrases(self, phrases: asyncio.Queue[str | BaseException | None]) -> None:
         """LLM deltas → finished phrases on the queue; an exception travels as an item."""
-        splitter = PhraseSplitter()
+        splitter = PhraseSplitter(first_max_words=self._plan.first_phrase_max_words)
         try:
             async for delta in self._models.llm.chat(self._plan.messages, self._plan.params):
                 if not self._output_tokens:

@@ -401,6 +401,7 @@ class Session:
                 threshold=turn.threshold,
                 prefix_padding_ms=turn.prefix_padding_ms,
                 silence_duration_ms=turn.silence_duration_ms,
+                pause_ms=self._config.session.speculation_pause_ms,
             )
 
     def _wall_time(self, stream_ms: float) -> float:

@@ -172,3 +172,15 @@ def test_bad_arguments() -> None:
 )
 def test_clean_for_speech(text: str, want: str) -> None:
     assert clean_for_speech(text) == want
+
+
+def test_first_phrase_can_be_forced_short_at_a_word_boundary() -> None:
+    splitter = PhraseSplitter(first_max_words=4)
+    phrases: list[str] = []
+    text = "There are 24 minutes in a day. That is a lot of minutes and more"
+    for token in text.split():
+        phrases += splitter.push(token + " ")
+    phrases.append(splitter.flush() or "")
+    assert phrases[0] == "There are 24 minutes"
+    assert phrases[1] == "in a day."
+    assert " ".join(phrases) == "There are 24 minutes in a day. That is a lot of minutes and more"
