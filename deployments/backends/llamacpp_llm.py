@@ -31,7 +31,10 @@ class LlamaCppOptions(BaseModel):
 
     Attributes:
         n_ctx: Context window in tokens (prompt + reply).
-        n_threads: CPU threads for generation and prompt processing.
+        n_threads: CPU threads for generating tokens.
+        n_threads_batch: CPU threads for prompt processing (``None``: ``n_threads``). Prompt
+            processing is the time to first token, so it may use more threads than generation,
+            which then leaves a core to TTS while the reply streams.
         n_batch: Prompt tokens evaluated per batch.
         chat_format: llama-cpp-python chat format; ``None`` uses the GGUF's own chat template.
         hf_filename: File (glob) to take from a Hugging Face repo when ``model`` is a repo id.
@@ -41,6 +44,7 @@ class LlamaCppOptions(BaseModel):
 
     n_ctx: int = Field(default=2048, ge=128)
     n_threads: int = Field(default=2, ge=1)
+    n_threads_batch: int | None = Field(default=None, ge=1)
     n_batch: int = Field(default=512, ge=1)
     chat_format: str | None = None
     hf_filename: str = "*q4_k_m.gguf"
@@ -66,7 +70,7 @@ class LlamaCppLLM(Backend):
         kwargs: dict[str, Any] = {
             "n_ctx": opts.n_ctx,
             "n_threads": opts.n_threads,
-            "n_threads_batch": opts.n_threads,
+            "n_threads_batch": opts.n_threads_batch or opts.n_threads,
             "n_batch": opts.n_batch,
             "chat_format": opts.chat_format,
             "verbose": False,
