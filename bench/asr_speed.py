@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from serve_app.audio import resample_pcm16
+from serve_app.audio import resample_pcm16, trim_silence
 
 RATE = 16_000
 LEAD_S, TRAIL_S = 0.3, 0.5
@@ -100,18 +100,6 @@ def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> flo
     """Word errors over all pairs divided by the number of reference words."""
     words = sum(len(normalize_words(r)) for r in references)
     return sum(word_errors(r, h) for r, h in zip(references, hypotheses, strict=True)) / max(1, words)
-
-
-def trim_silence(pcm16: bytes, rate: int, frame_ms: int = 10, rel_db: float = -40.0) -> bytes:
-    """Cut leading and trailing frames quieter than ``rel_db`` below the loudest frame."""
-    a = np.frombuffer(pcm16, dtype="<i2")
-    frame = rate * frame_ms // 1000
-    n = len(a) // frame
-    if n == 0:
-        return pcm16
-    rms = np.sqrt((a[: n * frame].reshape(n, frame).astype(np.float64) ** 2).mean(axis=1))
-    active = np.flatnonzero(rms > rms.max() * 10 ** (rel_db / 20))
-    return a[active[0] * frame : (active[-1] + 1) * frame].tobytes() if len(active) else b""
 
 
 async def speak(sentences: Sequence[str]) -> list[bytes]:

@@ -196,3 +196,17 @@ def b64decode_audio(data: str) -> bytes:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as e:
         raise ValueError(f"audio is not valid base64: {e}") from None
+
+
+def trim_silence(pcm16: bytes, rate: int, frame_ms: int = 10, rel_db: float = -40.0) -> bytes:
+    """Cut leading and trailing frames quieter than ``rel_db`` below the loudest frame."""
+    a = np.frombuffer(pcm16, dtype="<i2")
+    frame = rate * frame_ms // 1000
+    n = len(a) // frame
+    if n == 0:
+        return pcm16
+    rms = np.sqrt((a[: n * frame].reshape(n, frame).astype(np.float64) ** 2).mean(axis=1))
+    active = np.flatnonzero(rms > rms.max() * 10 ** (rel_db / 20))
+    if not len(active):
+        return b""
+    return a[active[0] * frame : (active[-1] + 1) * frame].tobytes()

