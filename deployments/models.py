@@ -144,6 +144,23 @@ def resolve_model(
     )
 
 
+def model_file(path: Path, pattern: str) -> Path:
+    """The one file matching ``pattern`` that a resolved model spec stands for.
+
+    A spec may resolve to the file itself or to a directory (a bundle, a Hugging Face
+    snapshot) that holds exactly one such file, at any depth.
+
+    Raises:
+        ValueError: the directory holds none or several matches.
+    """
+    if path.is_file():
+        return path
+    found = sorted(path.rglob(pattern))
+    if len(found) != 1:
+        raise ValueError(f"expected exactly one {pattern} file in {path}, found {[str(p) for p in found]}")
+    return found[0]
+
+
 def prepare_models(
     names: Iterable[str] | None = None,
     progress: Progress | None = None,

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.backends.base import Backend, stream_from_worker
-from deployments.models import is_local_spec, resolve_model
+from deployments.models import is_local_spec, model_file, resolve_model
 from deployments.types import ChatMessage, SamplingParams
 
 T = TypeVar("T")
@@ -77,7 +77,7 @@ class LlamaCppLLM(Backend):
         }
         spec = self.model_spec
         if is_local_spec(spec):
-            self.model_path = _gguf_file(resolve_model(spec))
+            self.model_path = model_file(resolve_model(spec), "*.gguf")
             self._llama = Llama(model_path=str(self.model_path), **kwargs)
         else:
             self._llama = Llama.from_pretrained(repo_id=spec, filename=opts.hf_filename, **kwargs)
@@ -158,12 +158,3 @@ class LlamaCppLLM(Backend):
             "tokens_generated": self._tokens,
             "aborted_generations": self._aborted,
         }
-
-
-def _gguf_file(path: Path) -> Path:
-    if path.is_file():
-        return path
-    found = sorted(path.glob("*.gguf"))
-    if len(found) != 1:
-        raise ValueError(f"expected exactly one .gguf file in {path}, found {[p.name for p in found]}")
-    return found[0]

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.backends.base import Backend, stream_from_worker
-from deployments.models import resolve_model
+from deployments.models import model_file, resolve_model
 from deployments.types import AudioChunk
 
 DEFAULT_MODEL = "bundled:piper-joe-medium"
@@ -68,7 +68,7 @@ class PiperTTS(Backend):
         from piper import PiperConfig, PiperVoice, SynthesisConfig
 
         opts: PiperOptions = self.options
-        self.model_path = _onnx_file(resolve_model(self.model_spec))
+        self.model_path = model_file(resolve_model(self.model_spec), "*.onnx")
         config = PiperConfig.from_dict(json.loads(Path(f"{self.model_path}.json").read_text("utf-8")))
         # Built here rather than with PiperVoice.load, which cannot bound ONNX Runtime's
         # threads: by default it takes every core of the node, not the replica's share.
@@ -149,15 +149,6 @@ class PiperTTS(Backend):
             "chunks_sent": self._chunks,
             "aborted_syntheses": self._aborted,
         }
-
-
-def _onnx_file(path: Path) -> Path:
-    if path.is_file():
-        return path
-    found = sorted(path.rglob("*.onnx"))
-    if len(found) != 1:
-        raise ValueError(f"expected exactly one .onnx voice in {path}, found {[str(p) for p in found]}")
-    return found[0]
 
 
 def _voice_name(model_path: Path) -> str:

@@ -266,3 +266,14 @@ def test_real_registry_is_consistent_with_requirements() -> None:
             assert {s.module for s in mf.sources} <= set(pins), model.name
         assert model.entry is None or model.entry in {f.name for f in model.files}
         assert model.license and model.upstream and model.description
+
+
+def test_model_file_finds_the_one_match_in_a_directory(tmp_path: Path) -> None:
+    weights = tmp_path / "snapshot" / "sub" / "voice.onnx"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"x")
+    assert models.model_file(weights, "*.onnx") == weights
+    assert models.model_file(tmp_path / "snapshot", "*.onnx") == weights
+    (tmp_path / "snapshot" / "other.onnx").write_bytes(b"y")
+    with pytest.raises(ValueError, match="expected exactly one"):
+        models.model_file(tmp_path / "snapshot", "*.onnx")
