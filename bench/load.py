@@ -30,6 +30,7 @@ from bench.load_report import (
     CLIENT_FIGURES,
     OVERHEAD,
     SEND_LAG,
+    WALL_OVERHEAD,
     FakeProfile,
     LoadReport,
     LoadSettings,
@@ -131,7 +132,8 @@ def render_summary(report: LoadReport) -> str:
             f"{p.tts_first_chunk_ms:g}"
         )
     lines += ["", f"{'figure (ms)':<42}{'n':>5}{'p50':>8}{'p95':>8}{'max':>8}"]
-    shown = [k for k in (*CLIENT_FIGURES, SEND_LAG) if k != OVERHEAD or c.profile is not None]
+    needs_profile = (OVERHEAD, WALL_OVERHEAD)
+    shown = [k for k in (*CLIENT_FIGURES, SEND_LAG) if k not in needs_profile or c.profile is not None]
     rows = [(k, s.figures[k]) for k in shown if k in s.figures]
     rows += [(f"server {k}", v) for k, v in s.server.items()]
     for name, st in rows:

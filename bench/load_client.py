@@ -84,6 +84,12 @@ class Microphone:
         self._ws = ws
         self._queue: deque[tuple[str, tuple[Mark, ...]]] = deque()
         self.max_lag_s = 0.0
+        self.sent = 0  # frames sent: the server's audio clock, since every frame is 20 ms
+
+    @property
+    def audio_ms(self) -> float:
+        """Audio time at the end of the frames sent so far (the server's stream time)."""
+        return self.sent * FRAME_S * 1000
 
     def say(
         self, utterance: Utterance, on_first_voiced: Mark | None = None, on_last_voiced: Mark | None = None
@@ -100,9 +106,9 @@ class Microphone:
     async def run(self) -> None:
         """Stream until cancelled."""
         loop = asyncio.get_running_loop()
-        start, sent = loop.time(), 0
+        start = loop.time()
         while True:
-            delay = start + sent * FRAME_S - loop.time()
+            delay = start + self.sent * FRAME_S - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             else:  # behind schedule: catch up, as a real client's buffered microphone would
@@ -111,9 +117,9 @@ class Microphone:
             message, marks = self._queue.popleft() if self._queue else (SILENCE, ())
             await self._ws.send(message)
             now = time.perf_counter()
+            self.sent += 1
             for mark in marks:
                 mark(now)
-            sent += 1
 
 
 @dataclass
@@ -133,6 +139,8 @@ class Turn:
 
     barge_in: bool
     t0: float | None = None  # send time of the question's last voiced frame
+    t0_audio_ms: float | None = None  # audio time at the end of that frame
+    stopped_audio_ms: float | None = None  # speech_stopped's audio_end_ms
     t_barge: float | None = None  # send time of the interruption's first voiced frame
     t_barge_end: float | None = None
     responses: dict[str, Trace] = field(default_factory=dict)
@@ -213,7 +221,12 @@ class SessionClient:
             return self._record(t, question.text, barge, error=f"connection closed: {self.closed}")
         turn = self.turn = Turn(barge_in=barge)
         assert self.mic is not None
-        self.mic.say(question, on_last_voiced=lambda now: setattr(turn, "t0", now))
+        mic = self.mic
+
+        def on_last_voiced(now: float) -> None:
+            turn.t0, turn.t0_audio_ms = now, mic.audio_ms
+
+        mic.say(question, on_last_voiced=on_last_voiced)
         try:
             await asyncio.wait_for(self._converse(turn), s.turn_timeout_s)
         except asyncio.TimeoutError:
@@ -258,6 +271,8 @@ class SessionClient:
 
         record.voice_latency_ms = ms(main.deltas[0][0])
         record.speech_stopped_ms = ms(turn.speech_stopped)
+        if turn.stopped_audio_ms is not None and turn.t0_audio_ms is not None:
+            record.endpoint_audio_ms = round(turn.stopped_audio_ms - turn.t0_audio_ms, 1)
         record.transcript_ms = ms(turn.transcript)
         record.response_status = main.status
         record.response_done_ms = ms(main.done)
@@ -315,6 +330,8 @@ class SessionClient:
         elif kind == "input_audio_buffer.speech_stopped":
             if turn.t0 is not None and turn.speech_stopped is None:
                 turn.speech_stopped = now
+                if isinstance(event.get("audio_end_ms"), int | float):
+                    turn.stopped_audio_ms = float(event["audio_end_ms"])
         elif kind == "conversation.item.input_audio_transcription.completed":
             if turn.t0 is not None and turn.transcript is None:
                 turn.transcript = now

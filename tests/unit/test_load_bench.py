@@ -297,6 +297,9 @@ async def test_load_client_runs_sessions_against_a_real_session(
         assert t.voice_latency_ms is not None and t.voice_latency_ms > 0
         assert t.transcript_ms is not None and t.response_done_ms is not None
         assert t.overhead_ms == pytest.approx(t.voice_latency_ms - 500 - profile.model_ms, abs=0.15)
+        # The VAD ends the turn at least the silence after the last voiced frame, in audio time,
+        # and within a few 32 ms windows of it (Silero's probability decays after speech fades).
+        assert t.endpoint_audio_ms is not None and 500 <= t.endpoint_audio_ms <= 500 + 8 * 32
         assert {"asr_ms", "llm_first_token_ms", "tts_first_chunk_ms"} <= set(t.server_ms)
         assert t.continuity.audio_ms > 0
     plain = [t for t in report.turns if not t.barge_in]
@@ -309,5 +312,7 @@ async def test_load_client_runs_sessions_against_a_real_session(
         assert t.barge_in_done_ms is not None and t.barge_in_done_ms >= t.barge_in_latency_ms
         assert t.barge_in_reply_ms is not None  # the interruption was answered
     assert s.barge_ins_cancelled == 2
+    assert s.figures["VAD endpoint lag (audio time)"].n == 4
+    assert s.figures["overhead beyond the VAD endpoint"].n == 4
     assert len(report.send_lag_ms) == 2
     assert LoadReport.model_validate_json(report.model_dump_json()) == report
