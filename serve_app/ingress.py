@@ -24,6 +24,7 @@ from serve_app.config import AppConfig
 from serve_app.model_clients import HandleASR, HandleLLM, HandleTTS, ModelClients
 from serve_app.session import Session
 from serve_app.vad import SileroVAD
+from serve_app.vad_batch import VADBatcher
 
 logger = logging.getLogger("voxray")
 
@@ -41,6 +42,7 @@ class Ingress:
         self._config = AppConfig.model_validate(config)
         self._models = ModelClients(HandleASR(asr), HandleLLM(llm), HandleTTS(tts))
         self._vad = SileroVAD(resolve_model(self._config.vad.model))
+        self._vad_batcher = VADBatcher(self._vad)  # one Silero call per loop turn for all sessions
         self._sessions: set[Session] = set()
 
     @api.get("/healthz")
@@ -56,7 +58,9 @@ class Ingress:
         await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
         outbound: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=OUTBOUND_QUEUE_EVENTS)
         writer = asyncio.create_task(self._write_events(websocket, outbound))
-        session = Session(self._config, self._models, self._vad.stream(), outbound.put)
+        session = Session(
+            self._config, self._models, self._vad.stream(), outbound.put, vad_batcher=self._vad_batcher
+        )
         self._sessions.add(session)
         logger.info("session %s opened (%d live)", session.id, len(self._sessions))
         try:
