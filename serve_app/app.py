@@ -10,6 +10,7 @@ from ray.serve import Application
 from deployments.asr import ASRDeployment
 from deployments.llm import LLMDeployment
 from deployments.tts import TTSDeployment
+from serve_app.access_registry import AccessRegistry
 from serve_app.config import AppConfig
 from serve_app.ingress import Ingress
 
@@ -36,7 +37,7 @@ def load_config(args: dict[str, Any] | None) -> AppConfig:
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
-    """Compose the four deployments: Ingress → (ASR, LLM, TTS).
+    """Compose the deployments: Ingress → (ASR, LLM, TTS, AccessRegistry).
 
     Args:
         args: The ``args`` of the Serve config, validated by ``AppConfig``.
@@ -48,4 +49,4 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     asr = ASRDeployment.bind(config.asr.model_dump())
     llm = LLMDeployment.bind(config.llm.model_dump())
     tts = TTSDeployment.bind(config.tts.model_dump())
-    return Ingress.bind(config.model_dump(), asr, llm, tts)
+    return Ingress.bind(config.model_dump(), asr, llm, tts, AccessRegistry.bind())

@@ -132,11 +132,68 @@ class SessionDefaults(_Strict):
 
 
 class LimitsConfig(_Strict):
-    """Per-connection limits that protect the Ingress from one bad client."""
+    """Limits that protect the Ingress from one bad client (see README "Limits and close codes")."""
 
     max_message_bytes: int = Field(default=1 << 20, ge=1024)
     max_input_buffer_s: float = Field(default=120.0, gt=0)
     max_text_chars: int = Field(default=20_000, ge=1)
+    max_session_s: float = Field(
+        default=3600.0, gt=0, description="A session longer than this is ended (close code 1008)."
+    )
+    idle_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A session that sends nothing for this long while no response is running is ended.",
+    )
+    send_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="A client that takes none of its waiting events for this long is not reading; "
+        "its session is ended so its events do not pile up.",
+    )
+    max_outbound_bytes: int = Field(
+        default=4 << 20,
+        ge=64 << 10,
+        description="Serialized events waiting for one client; above it the session waits (back-pressure).",
+    )
+    max_invalid_events: int = Field(
+        default=100, ge=1, description="Invalid client events per minute before the connection is closed."
+    )
+    max_sessions_per_replica: int = Field(
+        default=100, ge=1, description="Concurrent sessions one Ingress replica accepts (1013 beyond)."
+    )
+    max_sessions_per_key: int | None = Field(
+        default=None,
+        ge=1,
+        description="Concurrent sessions per API key across all replicas (1013 beyond); None: no limit.",
+    )
+
+
+class AuthConfig(_Strict):
+    """Who may connect: API keys, browser client secrets and allowed origins.
+
+    Attributes:
+        api_keys: Keys written in the config itself. Prefer ``api_keys_env`` or
+            ``api_keys_file``: the config is visible to anyone who can read Serve's status.
+        api_keys_env: Environment variable holding comma-separated keys (fill it from a
+            Kubernetes Secret). Read when the Ingress starts.
+        api_keys_file: File with one key per line (a mounted Secret). Re-read whenever it
+            changes, so removing a line revokes a key without a restart.
+        allowed_origins: Origins (``fnmatch`` patterns such as ``https://*.example.com``, or
+            ``*``) a browser may connect from. ``None``: any origin when keys are configured,
+            only loopback pages (``http://localhost:*``, ``http://127.0.0.1:*``) otherwise.
+        client_secret_ttl_s: Default lifetime of a client secret from
+            ``POST /v1/realtime/client_secrets``.
+        allow_unauthenticated: Serve clients from any address without keys, for deployments
+            behind an authenticating gateway. Off: with no keys, only loopback is served.
+    """
+
+    api_keys: list[str] = Field(default_factory=list)
+    api_keys_env: str | None = "VOXRAY_API_KEYS"
+    api_keys_file: str | None = None
+    allowed_origins: list[str] | None = None
+    client_secret_ttl_s: int = Field(default=600, ge=10, le=7200)
+    allow_unauthenticated: bool = False
 
 
 class AppConfig(_Strict):
@@ -148,3 +205,4 @@ class AppConfig(_Strict):
     vad: VADConfig = Field(default_factory=VADConfig)
     session: SessionDefaults = Field(default_factory=SessionDefaults)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)

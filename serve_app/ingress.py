@@ -1,26 +1,33 @@
 """The Ingress deployment: FastAPI routes and the ``/v1/realtime`` WebSocket.
 
-(No ``from __future__ import annotations`` here: FastAPI must see real ``WebSocket``
-annotations on the routes, or it treats the socket as a query parameter and refuses it.)
+(No ``from __future__ import annotations`` here: FastAPI must see real ``WebSocket`` and
+``Request`` annotations on the routes, or it treats them as query parameters.)
 
-Each connection gets one ``Session``; model work goes to the ASR, LLM and TTS deployments
-through their handles. Outgoing events go through one bounded queue and a single writer
-task, so events from concurrent tasks keep their order and a slow client applies
-back-pressure instead of growing memory without bound.
+Each connection is admitted (origin, credentials, capacity: see ``serve_app.access``)
+before any model work, then gets one ``Session`` run by a ``Connection``. Model work goes
+to the ASR, LLM and TTS deployments through their handles. A once-a-second sweep ends
+connections that break a limit, use a revoked key, or outlive this replica's shutdown.
 """
 
 import asyncio
+import collections
 import contextlib
-import json
 import logging
+import time
 from typing import Any
 
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse
 from ray import serve
-from starlette.websockets import WebSocketState
 
 from deployments.models import resolve_model
+from serve_app.access import APIKeys, handshake_credentials, is_loopback
+from serve_app.access_registry import LEASE_RENEW_S
+from serve_app.admission import Admission, Admitted, replica_draining_probe, serve_http_host
+from serve_app.client_secrets import client_secret_response
 from serve_app.config import AppConfig
+from serve_app.connection import Connection
+from serve_app.limits import POLICY_VIOLATION, SERVICE_RESTART, TRY_AGAIN_LATER, CloseConnection
 from serve_app.model_clients import HandleASR, HandleLLM, HandleTTS, ModelClients
 from serve_app.session import Session
 from serve_app.vad import SileroVAD
@@ -30,73 +37,174 @@ logger = logging.getLogger("voxray")
 
 api = FastAPI(title="voxray", description="Voice-to-voice AI over the OpenAI Realtime API")
 
-OUTBOUND_QUEUE_EVENTS = 256
+SWEEP_S = 1.0
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=1000)
 @serve.ingress(api)
 class Ingress:
-    """Accepts Realtime WebSockets and runs one Session per connection."""
+    """Admits Realtime WebSockets and runs one Session per connection."""
 
-    def __init__(self, config: dict[str, Any], asr: Any, llm: Any, tts: Any) -> None:
+    def __init__(self, config: dict[str, Any], asr: Any, llm: Any, tts: Any, registry: Any) -> None:
         self._config = AppConfig.model_validate(config)
         self._models = ModelClients(HandleASR(asr), HandleLLM(llm), HandleTTS(tts))
         self._vad = SileroVAD(resolve_model(self._config.vad.model))
         self._vad_batcher = VADBatcher(self._vad)  # one Silero call per loop turn for all sessions
-        self._sessions: set[Session] = set()
+        self._keys = APIKeys(self._config.auth)
+        self._admission = Admission(self._config, self._keys, registry)
+        self._registry = registry
+        self._connections: dict[str, Connection] = {}
+        self._refused: collections.Counter[str] = collections.Counter()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._draining = replica_draining_probe()
+        self._check_exposure()
+
+    def _check_exposure(self) -> None:
+        """With no keys, refuse to start on a non-loopback address, and say what is served."""
+        auth = self._config.auth
+        if self._keys.configured:
+            logger.info("API keys configured: every session must present a key or a client secret")
+            return
+        if auth.allow_unauthenticated:
+            logger.warning("auth.allow_unauthenticated: serving everyone without keys")
+            return
+        host = serve_http_host()
+        if host is not None and not is_loopback(host):
+            raise RuntimeError(
+                f"voxray has no API key configured but Serve listens on {host!r}. Set keys "
+                f"(env {auth.api_keys_env or 'auth.api_keys_env'}, auth.api_keys_file or auth.api_keys), "
+                "bind http_options.host to 127.0.0.1, or set auth.allow_unauthenticated behind your "
+                "own gateway."
+            )
+        logger.warning("no API key configured: serving loopback clients only")
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
-        """Liveness: the process is up. Reports the number of live sessions."""
-        return {"status": "ok", "sessions": len(self._sessions)}
+        """Liveness: the process is up. Reports live sessions and refused handshakes by reason."""
+        return {"status": "ok", "sessions": len(self._connections), "refused": dict(self._refused)}
+
+    @api.post("/v1/realtime/client_secrets")
+    async def client_secrets(self, request: Request) -> JSONResponse:
+        """Mint a short-lived, single-use client secret for a browser (OpenAI's GA endpoint)."""
+        return await client_secret_response(request, self._admission, self._registry, self._config)
 
     @api.websocket("/v1/realtime")
     async def realtime(self, websocket: WebSocket) -> None:
         """One OpenAI Realtime conversation (the ``model`` query parameter is accepted and ignored)."""
-        # Browsers following OpenAI's docs offer the "realtime" subprotocol and must get it back.
-        offered = websocket.scope.get("subprotocols") or []
-        await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
-        outbound: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=OUTBOUND_QUEUE_EVENTS)
-        writer = asyncio.create_task(self._write_events(websocket, outbound))
-        session = Session(
-            self._config, self._models, self._vad.stream(), outbound.put, vad_batcher=self._vad_batcher
-        )
-        self._sessions.add(session)
-        logger.info("session %s opened (%d live)", session.id, len(self._sessions))
+        self._start_sweeper()
+        credentials = handshake_credentials(websocket.headers, websocket.scope.get("subprotocols") or [])
+        await websocket.accept(subprotocol=credentials.subprotocol)
         try:
-            await session.start()
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                data = message.get("text")
-                await session.handle_message(data if data is not None else message.get("bytes") or b"")
-                if writer.done():
-                    break  # the client stopped reading or the socket broke
-        except WebSocketDisconnect:
-            pass
+            admitted = await self._admission.admit(websocket, credentials)
+            self._check_capacity()
+        except CloseConnection as refused:
+            await self._refuse(websocket, refused)
+            return
+        connection = Connection(websocket, self._config.limits, admitted.key_id)
+        session = Session(
+            self._config, self._models, self._vad.stream(), connection.emit, vad_batcher=self._vad_batcher
+        )
+        if not await self._take_key_slot(session.id, admitted):
+            await self._refuse(websocket, self._key_limit_refusal())
+            return
+        self._connections[session.id] = connection
+        live = len(self._connections)
+        logger.info("session %s opened (%d live, key %s)", session.id, live, admitted.key_id)
+        try:
+            await connection.run(session, admitted.session_preset)
         finally:
-            self._sessions.discard(session)
-            await session.close()
-            await self._drain(outbound, writer)
-            if websocket.client_state == WebSocketState.CONNECTED:
+            del self._connections[session.id]
+            if admitted.key_id is not None and self._config.limits.max_sessions_per_key is not None:
                 with contextlib.suppress(Exception):
-                    await websocket.close()
-            logger.info("session %s closed (%d live)", session.id, len(self._sessions))
+                    await self._registry.release.remote(session.id)
+            closing = connection.closing
+            logger.info(
+                "session %s closed (%d live)%s",
+                session.id,
+                len(self._connections),
+                f": {closing.code} {closing.reason}" if closing else "",
+            )
 
-    @staticmethod
-    async def _write_events(websocket: WebSocket, outbound: asyncio.Queue[dict[str, Any]]) -> None:
-        while True:
-            event = await outbound.get()
-            await websocket.send_text(json.dumps(event))
+    def _check_capacity(self) -> None:
+        limit = self._config.limits.max_sessions_per_replica
+        if len(self._connections) >= limit:
+            raise CloseConnection(
+                TRY_AGAIN_LATER,
+                "session_limit_reached",
+                f"This server is at capacity ({limit} sessions); try again later.",
+                reason="server at capacity; try again later",
+                error_type="server_error",
+            )
 
-    @staticmethod
-    async def _drain(outbound: asyncio.Queue[dict[str, Any]], writer: asyncio.Task[None]) -> None:
-        """Give queued events a moment to go out, then stop the writer."""
+    async def _take_key_slot(self, session_id: str, admitted: Admitted) -> bool:
+        limit = self._config.limits.max_sessions_per_key
+        if limit is None or admitted.key_id is None:
+            return True
+        replica = serve.get_replica_context().replica_id.unique_id
+        return await self._registry.acquire.remote(admitted.key_id, session_id, replica, limit)
+
+    def _key_limit_refusal(self) -> CloseConnection:
+        limit = self._config.limits.max_sessions_per_key
+        return CloseConnection(
+            TRY_AGAIN_LATER,
+            "session_limit_reached",
+            f"This API key already has {limit} live sessions; close one or try again later.",
+            reason="too many sessions for this API key",
+        )
+
+    async def _refuse(self, websocket: WebSocket, refused: CloseConnection) -> None:
+        """Tell the client why, then close: nothing was started for this connection."""
+        self._refused[refused.error["error"]["code"]] += 1
+        logger.info("refused a connection: %s", refused.reason)
         with contextlib.suppress(Exception):
-            for _ in range(50):
-                if outbound.empty() or writer.done():
-                    break
-                await asyncio.sleep(0.01)
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
+            await websocket.send_json(refused.error)
+            await websocket.close(refused.code, refused.reason)
+
+    # -- the sweep ---------------------------------------------------------------------------
+
+    def _start_sweeper(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="voxray-sweeper")
+
+    async def _sweep_forever(self) -> None:
+        last_renewal = time.monotonic()
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            try:
+                self._sweep(time.monotonic())
+                if time.monotonic() - last_renewal >= LEASE_RENEW_S:
+                    last_renewal = time.monotonic()
+                    await self._renew_leases()
+            except Exception:  # the sweep must outlive any one bad round
+                logger.exception("connection sweep failed")
+
+    def _sweep(self, now: float) -> None:
+        """End connections over a limit, on a revoked key, or on a draining replica."""
+        if self._draining is not None and self._connections and self._draining():
+            restart = CloseConnection(
+                SERVICE_RESTART,
+                "server_shutting_down",
+                "This voxray server is restarting; reconnect to continue.",
+                reason="server restarting; reconnect",
+                error_type="server_error",
+            )
+            for connection in self._connections.values():
+                connection.end(restart)
+            return
+        valid_keys = self._keys.valid_ids() if self._keys.configured else None
+        for connection in self._connections.values():
+            if valid_keys is not None and connection.key_id not in (None, *valid_keys):
+                revoked = CloseConnection(POLICY_VIOLATION, "api_key_revoked", "This API key was revoked.")
+                connection.end(revoked)
+                continue
+            over = connection.check(now)
+            if over is not None:
+                connection.end(over)
+
+    async def _renew_leases(self) -> None:
+        if self._config.limits.max_sessions_per_key is None:
+            return
+        held = {sid: c.key_id for sid, c in self._connections.items() if c.key_id is not None}
+        if held:
+            replica = serve.get_replica_context().replica_id.unique_id
+            await self._registry.renew.remote(replica, held)

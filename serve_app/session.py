@@ -9,6 +9,7 @@ event and the session carries on, as the OpenAI Realtime API does.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from serve_app.audio import resample_pcm16
 from serve_app.config import AppConfig
 from serve_app.conversation import Conversation, Item, new_id
 from serve_app.input_buffer import InputBuffer
+from serve_app.limits import InvalidEventBudget
 from serve_app.model_clients import ModelClients
 from serve_app.protocol import realtime as rt
 from serve_app.response import ResponseRun, assistant_item, plan_response
@@ -68,12 +70,25 @@ class Session:
         self._response: ResponseRun | None = None
         self._response_task: asyncio.Task[None] | None = None
         self._speculation: Speculation | None = None
+        self._invalid_events = InvalidEventBudget(config.limits.max_invalid_events)
         self._apply_vad_settings()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Greet the client with ``session.created``."""
+    async def start(self, preset: dict[str, Any] | None = None) -> None:
+        """Greet the client with ``session.created``.
+
+        Args:
+            preset: A ``session`` object (the ``session.update`` shape) to apply first, e.g.
+                the one a client secret was minted with. It was validated when the secret was
+                made; should it fail now, the session starts from the defaults and says why.
+        """
+        if preset is not None:
+            try:
+                self.state.apply_update(session_preset(preset))
+                self._apply_vad_settings()
+            except rt.ProtocolError as exc:
+                await self._emit(exc.to_event())
         await self._emit(rt.session_created(self.state))
 
     async def close(self) -> None:
@@ -92,12 +107,18 @@ class Session:
     # -- client events -----------------------------------------------------------------------
 
     async def handle_message(self, raw: str | bytes) -> None:
-        """Parse and act on one client message; protocol errors become ``error`` events."""
+        """Parse and act on one client message; protocol errors become ``error`` events.
+
+        Raises:
+            CloseConnection: The client sent more invalid events than ``limits.max_invalid_events``
+                within a minute; the connection must end.
+        """
         try:
             event = rt.parse_client_event(raw, max_bytes=self._config.limits.max_message_bytes)
             await self._dispatch(event)
         except rt.ProtocolError as exc:
             await self._emit(exc.to_event())
+            self._invalid_events.spend()
         except Exception as exc:  # a bug must cost one error event, never the connection
             logger.exception("session %s: unexpected error handling a client event", self.id)
             await self._emit(rt.error_event("server_error", "internal_error", f"Internal error: {exc}"))
@@ -428,6 +449,16 @@ class Session:
         self._speech_item_id = None
         self._speech_start_ms = None
         self._vad.reset()
+
+
+def session_preset(session: dict[str, Any]) -> Any:
+    """Validate a ``session`` object as a ``session.update`` would carry it.
+
+    Raises:
+        ProtocolError: As for ``session.update``, with ``param`` under ``session.``.
+    """
+    raw = json.dumps({"type": "session.update", "session": session})
+    return rt.parse_client_event(raw, max_bytes=len(raw))
 
 
 def _ms_since(instant: float) -> float:

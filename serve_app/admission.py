@@ -1,0 +1,148 @@
+"""Admitting a WebSocket: origin, then credentials, before anything else runs for it.
+
+The order matters: a browser page from a foreign origin is refused before its key is even
+looked at, and nothing about capacity or models is revealed to unauthenticated clients.
+Also here: the two facts about the surrounding Serve instance the Ingress needs, read
+through Ray internals and degrading to ``None`` when those change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import HTTPConnection
+
+from serve_app.access import APIKeys, Credentials, is_loopback, origin_allowed, refusal
+from serve_app.access_registry import Redemption
+from serve_app.config import AppConfig
+
+logger = logging.getLogger("voxray")
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """Who a connection belongs to.
+
+    Attributes:
+        key_id: The API key it authenticated with (directly or through a client secret);
+            ``None`` when no keys are configured.
+        session_preset: The ``session`` object of the client secret it used, if any.
+    """
+
+    key_id: str | None = None
+    session_preset: dict[str, Any] | None = None
+
+
+class Admission:
+    """Decides whether a handshake or an HTTP request may proceed.
+
+    Args:
+        config: The app config (``auth``).
+        keys: The configured API keys.
+        registry: Handle of the ``AccessRegistry`` deployment (client secrets).
+    """
+
+    def __init__(self, config: AppConfig, keys: APIKeys, registry: Any) -> None:
+        self._auth = config.auth
+        self._keys = keys
+        self._registry = registry
+
+    def check_origin(self, connection: HTTPConnection) -> None:
+        """Refuse browser pages from origins not on the allow-list.
+
+        Raises:
+            CloseConnection: ``origin_not_allowed``.
+        """
+        origin = connection.headers.get("origin")
+        if not origin_allowed(origin, self._auth.allowed_origins, self._keys.configured):
+            raise refusal("origin_not_allowed", f"Connections from origin {origin[:200]!r} are not allowed.")
+
+    def check_api_key(self, connection: HTTPConnection, token: str | None) -> str | None:
+        """Authenticate with an API key (not a client secret); returns its key id.
+
+        With no keys configured, loopback clients pass (``None``) and others are refused,
+        unless ``auth.allow_unauthenticated``.
+
+        Raises:
+            CloseConnection: ``missing_api_key``, ``invalid_api_key`` or ``loopback_only``.
+        """
+        if not self._keys.configured:
+            client = connection.client.host if connection.client else None
+            if not self._auth.allow_unauthenticated and not is_loopback(client):
+                raise refusal(
+                    "loopback_only",
+                    "This voxray server has no API keys configured and serves only its own machine.",
+                )
+            return None
+        if not token:
+            raise refusal(
+                "missing_api_key",
+                "You didn't provide an API key. Send 'Authorization: Bearer <key>' or the "
+                "'openai-insecure-api-key.<key>' subprotocol.",
+            )
+        kid = self._keys.match(token)
+        if kid is None:
+            raise refusal("invalid_api_key", "Incorrect API key provided.")
+        return kid
+
+    async def admit(self, connection: HTTPConnection, credentials: Credentials) -> Admitted:
+        """Admit a WebSocket handshake.
+
+        Raises:
+            CloseConnection: 1008 with the reason; the caller sends it and closes.
+        """
+        self.check_origin(connection)
+        if not credentials.is_client_secret:
+            return Admitted(key_id=self.check_api_key(connection, credentials.token))
+        redemption: Redemption = await self._registry.redeem.remote(credentials.token)
+        if redemption.status == "expired":
+            raise refusal("client_secret_expired", "This client secret has expired; request a new one.")
+        if redemption.status == "used":
+            raise refusal("client_secret_used", "This client secret was already used for a session.")
+        if redemption.status != "ok":
+            raise refusal("invalid_client_secret", "Unknown client secret.")
+        if redemption.key_id is not None and not self._keys.is_valid_id(redemption.key_id):
+            raise refusal("invalid_api_key", "The API key this client secret was made with was revoked.")
+        return Admitted(key_id=redemption.key_id, session_preset=redemption.session)
+
+
+def serve_http_host() -> str | None:
+    """The host Serve's HTTP proxy binds to, or ``None`` if it cannot be read."""
+    try:
+        import ray
+        from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        return str(ray.get(controller.get_http_config.remote(), timeout=10).host)
+    except Exception as exc:  # an internal API: never let it stop the server
+        logger.warning("could not read Serve's HTTP host (%s); relying on client addresses", exc)
+        return None
+
+
+def replica_draining_probe() -> Callable[[], bool] | None:
+    """A function telling whether this Serve replica has begun its graceful shutdown.
+
+    Serve waits for a replica's open requests before stopping it, and a WebSocket stays
+    open as long as its client wants, so without this the replica would be killed under
+    its sessions at the end of ``graceful_shutdown_timeout_s`` and clients would see an
+    abnormal close. Seeing the drain start, the Ingress closes its sessions with 1012
+    (reconnect) instead. Serve has no public hook for it; this reads the replica's own
+    flag and returns ``None`` (no probe) where that is not possible.
+    """
+    try:
+        import ray
+
+        worker = ray._private.worker.global_worker
+        actor_id = ray.get_runtime_context().get_actor_id()
+        by_hex = {(k.hex() if hasattr(k, "hex") else k): a for k, a in worker.actors.items()}
+        actor = by_hex.get(actor_id)
+        replica = getattr(actor, "_replica_impl", None)
+        if replica is None or not hasattr(replica, "_shutting_down"):
+            raise LookupError("no Serve replica in this process")
+        return lambda: bool(replica._shutting_down)
+    except Exception as exc:
+        logger.warning("cannot watch for replica shutdown (%s); sessions end when it is killed", exc)
+        return None
