@@ -85,13 +85,21 @@ def _voice_id(value: Any) -> Any:
 Voice = Annotated[str, BeforeValidator(_voice_id)]
 
 
+def _short(value: int) -> str:
+    # A JSON integer may have thousands of digits; an error message quotes only its start.
+    text = str(value)
+    return text if len(text) <= 20 else f"{text[:17]}... ({len(text)} digits)"
+
+
 def _max_output_tokens(value: Any) -> Any:
     if value == "inf" or value is None:
         return value
     if not isinstance(value, int) or isinstance(value, bool):
         raise _custom("invalid_type", "expected an integer or 'inf'", expected="an integer or 'inf'")
     if not 1 <= value <= 4096:
-        raise _custom("invalid_value", f"expected a value between 1 and 4096 or 'inf', but got {value}")
+        raise _custom(
+            "invalid_value", f"expected a value between 1 and 4096 or 'inf', but got {_short(value)}"
+        )
     return value
 
 

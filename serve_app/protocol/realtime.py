@@ -14,6 +14,7 @@ Import everything from here; the split exists only to keep files small.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError
@@ -77,10 +78,60 @@ class ProtocolError(Exception):
 
 _CLIENT_EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(ClientEvent)
 
+MAX_EVENT_ID_CHARS = 512  # ids are echoed in errors: a longer one is refused, not sent back
+MAX_PARAM_KEY_CHARS = 64  # a client's dict key shown in ``param`` is cut to this (metadata keys)
+# A \uD800-\uDFFF escape in the raw text: the only way a lone surrogate can get into a parsed string.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 def _reject_constant(name: str) -> Any:
     # json.loads accepts NaN and Infinity, which are not JSON; OpenAI's parser rejects them too.
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    """Whether any string (or key) in parsed JSON holds an unpaired UTF-16 surrogate.
+
+    ``json`` joins escaped surrogate pairs into one code point, so any surrogate left is lone.
+    Iterative, because the data may be nested as deep as ``json`` allows.
+    """
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def _load_json(raw: str | bytes) -> Any:
+    """``json.loads`` for one WebSocket message, stricter than the standard library.
+
+    Binary frames must be UTF-8 (``json.loads`` would also take UTF-16/32 and, through
+    ``surrogatepass``, CESU-8 surrogates); NaN/Infinity and unpaired surrogates are refused.
+    The last two are not Unicode text: they break any later encoder (a tokenizer, a TTS
+    front end, a client's JSON parser), so they stop here.
+    """
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("invalid_json", f"The message is not valid UTF-8: {exc}.") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("invalid_json", f"The server failed to parse the JSON message: {exc}.") from None
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
+        raise ProtocolError(
+            "invalid_json",
+            "The message holds an unpaired UTF-16 surrogate escape, which is not valid Unicode.",
+        )
+    return data
 
 
 def parse_client_event(raw: str | bytes, max_bytes: int) -> ClientEvent:
@@ -96,20 +147,25 @@ def parse_client_event(raw: str | bytes, max_bytes: int) -> ClientEvent:
     Raises:
         ProtocolError: With code ``message_too_large``, ``invalid_json``, ``invalid_type``,
             ``missing_required_parameter``, ``unknown_event_type``, ``invalid_value`` or
-            ``invalid_base64``; ``event_id`` is set whenever the message carried a string one.
+            ``invalid_base64``; ``event_id`` is set whenever the message carried a string one
+            of at most :data:`MAX_EVENT_ID_CHARS` characters (a longer one is itself the error).
     """
     size = len(raw) if isinstance(raw, bytes) or raw.isascii() else len(raw.encode("utf-8", "replace"))
     if size > max_bytes:
         raise ProtocolError(
             "message_too_large", f"Message of {size} bytes exceeds the maximum of {max_bytes} bytes."
         )
-    try:
-        data = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolError("invalid_json", f"The server failed to parse the JSON message: {exc}.") from None
+    data = _load_json(raw)
     if not isinstance(data, dict):
         raise ProtocolError("invalid_json", f"Expected a JSON object, but got {_json_kind(data)}.")
     event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
+    if event_id is not None and len(event_id) > MAX_EVENT_ID_CHARS:
+        raise ProtocolError(
+            "invalid_value",
+            f"Invalid 'event_id': string should have at most {MAX_EVENT_ID_CHARS} characters, "
+            f"but got {len(event_id)}.",
+            param="event_id",
+        )
     event_type = data.get("type")
     if event_type is None:
         raise ProtocolError(
@@ -126,7 +182,7 @@ def parse_client_event(raw: str | bytes, max_bytes: int) -> ClientEvent:
         supported = ", ".join(f"'{t}'" for t in CLIENT_EVENT_TYPES)
         raise ProtocolError(
             "unknown_event_type",
-            f"Invalid value: '{event_type[:100]}'. Supported values are: {supported}.",
+            f"Invalid value: {_show(event_type)}. Supported values are: {supported}.",
             event_id,
             "type",
         )
@@ -176,7 +232,8 @@ def _param(data: Any, loc: tuple[int | str, ...], missing: bool) -> str:
     param, node = "", data
     for position, key in enumerate(loc):
         if isinstance(node, dict) and isinstance(key, str) and key in node:
-            param, node = f"{param}.{key}" if param else key, node[key]
+            shown = key if len(key) <= MAX_PARAM_KEY_CHARS else key[: MAX_PARAM_KEY_CHARS - 3] + "..."
+            param, node = f"{param}.{shown}" if param else shown, node[key]
         elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
             param, node = f"{param}[{key}]", node[key]
         elif missing and position == len(loc) - 1 and isinstance(key, str):

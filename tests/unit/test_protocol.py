@@ -721,10 +721,58 @@ def test_field_errors(base: str, where: str, value: Any, code: str, param: str |
         ('{"type": 3, "event_id": "evt_e"}', "invalid_type", "type", "evt_e"),
         ('{"type": "session.create", "event_id": "evt_e"}', "unknown_event_type", "type", "evt_e"),
         ('{"type": "transcription_session.update"}', "unknown_event_type", "type", None),
+        # Not Unicode: unpaired surrogates (escaped, or CESU-8 bytes) and non-UTF-8 binary frames.
+        ('{"type": "input_audio_buffer.clear", "event_id": "\\ud800"}', "invalid_json", None, None),
+        ('{"type": "conversation.item.create", "x": {"\\udfff": 1}}', "invalid_json", None, None),
+        (b'{"type": "input_audio_buffer.clear", "event_id": "\xed\xa0\x80"}', "invalid_json", None, None),
+        ('{"type": "input_audio_buffer.clear"}'.encode("utf-16"), "invalid_json", None, None),
+        # An over-long event_id is the error itself, and is not echoed back.
+        (
+            json.dumps({"type": "input_audio_buffer.clear", "event_id": "e" * 513}),
+            "invalid_value",
+            "event_id",
+            None,
+        ),
     ],
 )
 def test_message_errors(raw: str | bytes, code: str, param: str | None, event_id: str | None) -> None:
     _check_error(raw, code, param, event_id)
+
+
+def test_surrogate_pairs_nul_and_long_ids_are_fine() -> None:
+    """Only *unpaired* surrogates are refused; an escaped pair is one character, NUL is text."""
+    raw = '{"type": "conversation.item.create", "item": {"type": "message", "role": "user", '
+    raw += '"content": [{"type": "input_text", "text": "\\ud83d\\ude00 a\\u0000b \\\\ud800"}]}}'
+    assert parse_client_event(raw, MAX).item.text == "\U0001f600 a\x00b \\ud800"
+    event_id = "e" * rt.MAX_EVENT_ID_CHARS
+    assert (
+        parse_client_event(json.dumps({"type": "response.cancel", "event_id": event_id}), MAX).event_id
+        == event_id
+    )
+
+
+def test_errors_never_echo_a_huge_input() -> None:
+    """Values, keys and types from the client are quoted only in part: an error stays small."""
+    huge = "k" * 900_000
+    for event in [
+        {"type": huge},
+        {"type": "response.create", "event_id": "e", "response": {"metadata": {huge: 1}}},
+        {"type": "response.create", "response": {"conversation": huge}},
+        {"type": "input_audio_buffer.clear", "event_id": huge},
+    ]:
+        with pytest.raises(ProtocolError) as info:
+            parse_client_event(json.dumps(event), 1 << 21)
+        assert len(json.dumps(info.value.to_event())) < 1000, info.value.code
+    error = _check_error(
+        json.dumps({"type": "response.create", "event_id": "e", "response": {"metadata": {huge: 1}}}),
+        "invalid_type",
+        "response.metadata." + "k" * (rt.MAX_PARAM_KEY_CHARS - 3) + "...",
+        "e",
+    )
+    assert huge not in error.message
+    raw = '{"type": "response.create", "response": {"max_output_tokens": ' + "9" * 4000 + "}}"
+    error = _check_error(raw, "invalid_value", "response.max_output_tokens", None)
+    assert "(4000 digits)" in error.message and len(error.message) < 200
 
 
 @pytest.mark.parametrize(
