@@ -3,13 +3,28 @@
 ``ModelClients`` bundles one ASR, one LLM and one TTS object that implement the backend
 protocols of ``deployments.types``. In the Serve app they wrap deployment handles; in unit
 tests they are the fake backends themselves — the Session cannot tell the difference.
+
+The handle wrappers survive a replica dying under a call (crash, OOM kill, node loss,
+``ray.kill``). Observed with Ray 2.60: the pending ``DeploymentResponse`` or the streaming
+``DeploymentResponseGenerator`` raises ``ray.exceptions.ActorDiedError`` (actor-call
+transport, the default) or ``ActorUnavailableError`` (gRPC transport,
+``RAY_SERVE_USE_GRPC_BY_DEFAULT=1``), both ``RayActorError``s, in the unary and streaming
+case alike and before or after the first streamed item. Serve's router then stops routing
+to that replica, so a new call lands on another one (or waits for the controller's
+replacement). A call is retried only when that is invisible to the client: a transcription
+always (it is idempotent), a stream only while it has yielded nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from ray.exceptions import RayActorError, RayTaskError
 
 from deployments.types import (
     ASRBackend,
@@ -21,6 +36,17 @@ from deployments.types import (
     TTSBackend,
 )
 
+logger = logging.getLogger("voxray")
+
+T = TypeVar("T")
+
+ATTEMPTS = 3
+"""Calls per request, first one included: a second replica death in a row is rare, a third
+means the deployment is down and the client should hear so instead of waiting on."""
+BACKOFF_S = 0.1
+"""Pause before retry ``n`` is ``n * BACKOFF_S``: gives the router a moment to drop the dead
+replica without adding noticeable latency to the turn."""
+
 
 @dataclass(frozen=True)
 class ModelClients:
@@ -29,6 +55,83 @@ class ModelClients:
     asr: ASRBackend
     llm: LLMBackend
     tts: TTSBackend
+
+
+class ModelReplicaError(RuntimeError):
+    """A model replica died (or became unreachable) and the call could not be retried.
+
+    Raised ``from`` Ray's own error, which names the actor, its pid and node address: this
+    message goes to the client in the ``error`` event, that one stays in the server log.
+    """
+
+
+def is_replica_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` says the replica serving a call died or cannot be reached.
+
+    ``RayTaskError`` is excluded: it carries an exception raised by the deployment's own
+    code (a model failure, or an actor the model called having died). Ray makes it an
+    instance of the cause's class too, so a plain ``isinstance(exc, RayActorError)`` would
+    retry a model's error whenever that error happened to be an actor death.
+    """
+    return isinstance(exc, RayActorError) and not isinstance(exc, RayTaskError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _log_retry(deployment: str, method: str, attempt: int, attempts: int, exc: BaseException) -> None:
+    logger.warning(
+        "%s replica lost during %s (%s: %s); retrying on another replica (attempt %d of %d)",
+        deployment,
+        method,
+        type(exc).__name__,
+        _first_line(exc),
+        attempt + 1,
+        attempts,
+    )
+
+
+def _gave_up(deployment: str, method: str, detail: str, exc: BaseException) -> ModelReplicaError:
+    logger.warning(
+        "%s replica lost during %s (%s: %s); %s",
+        deployment,
+        method,
+        type(exc).__name__,
+        _first_line(exc),
+        detail,
+    )
+    return ModelReplicaError(f"{deployment} replica failed during {method}: {detail}")
+
+
+async def call_with_retry(
+    deployment: str,
+    method: str,
+    call: Callable[[], Awaitable[T]],
+    attempts: int = ATTEMPTS,
+    backoff_s: float = BACKOFF_S,
+) -> T:
+    """Await ``call()``; if its replica died, call again (on another replica), at most ``attempts`` times.
+
+    Only for idempotent calls. Any other exception, and cancellation, pass through untouched.
+
+    Raises:
+        ModelReplicaError: The replica died on every attempt.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except Exception as exc:
+            if not is_replica_gone(exc):
+                raise
+            if attempt == attempts:
+                raise _gave_up(
+                    deployment, method, f"no replica answered in {attempts} attempts", exc
+                ) from exc
+            _log_retry(deployment, method, attempt, attempts, exc)
+            await asyncio.sleep(backoff_s * attempt)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 async def _stream(response: Any) -> AsyncIterator[Any]:
@@ -47,36 +150,122 @@ async def _stream(response: Any) -> AsyncIterator[Any]:
             response.cancel()
 
 
-class HandleASR:
-    """``ASRBackend`` over the ASR deployment's handle."""
+async def stream_with_retry(
+    deployment: str,
+    method: str,
+    start: Callable[[], Any],
+    attempts: int = ATTEMPTS,
+    backoff_s: float = BACKOFF_S,
+) -> AsyncIterator[Any]:
+    """Yield from the stream ``start()`` opens; restart it elsewhere if its replica dies first.
 
-    def __init__(self, handle: Any) -> None:
+    A restart is only invisible while nothing was yielded: after that the consumer already
+    acted on part of the output (sent audio to the client), so a dead replica then ends the
+    stream with ``ModelReplicaError`` and the response fails cleanly instead of repeating.
+
+    Raises:
+        ModelReplicaError: The replica died after output started, or on every attempt.
+    """
+    for attempt in range(1, attempts + 1):
+        yielded = 0
+        try:
+            # aclosing: when the consumer stops early, the replica's generator is cancelled
+            # right away rather than whenever the abandoned inner generator is collected.
+            async with contextlib.aclosing(_stream(start())) as stream:
+                async for item in stream:
+                    yielded += 1
+                    yield item
+            return
+        except Exception as exc:
+            if not is_replica_gone(exc):
+                raise
+            if yielded:
+                detail = f"it died after streaming {yielded} items"
+                raise _gave_up(deployment, method, detail, exc) from exc
+            if attempt == attempts:
+                raise _gave_up(
+                    deployment, method, f"no replica answered in {attempts} attempts", exc
+                ) from exc
+            _log_retry(deployment, method, attempt, attempts, exc)
+            await asyncio.sleep(backoff_s * attempt)
+
+
+def _deployment_name(handle: Any, default: str) -> str:
+    name = getattr(handle, "deployment_name", None)
+    return name if isinstance(name, str) else default
+
+
+class HandleASR:
+    """``ASRBackend`` over the ASR deployment's handle.
+
+    Args:
+        handle: The ASR deployment's ``DeploymentHandle``.
+        attempts: Calls per transcription when replicas die under it.
+        backoff_s: Base pause between attempts.
+    """
+
+    def __init__(self, handle: Any, attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> None:
         self._handle = handle
+        self._name = _deployment_name(handle, "ASR")
+        self._attempts = attempts
+        self._backoff_s = backoff_s
 
     async def transcribe(self, pcm16: bytes, sample_rate: int, language: str | None) -> Transcript:
-        """Transcribe on any ASR replica."""
-        return await self._handle.transcribe.remote(pcm16, sample_rate, language)
+        """Transcribe on any ASR replica; retried on another if the replica dies meanwhile."""
+
+        async def call() -> Transcript:
+            return await self._handle.transcribe.remote(pcm16, sample_rate, language)
+
+        return await call_with_retry(self._name, "transcribe", call, self._attempts, self._backoff_s)
 
 
 class HandleLLM:
-    """``LLMBackend`` over the LLM deployment's streaming handle."""
+    """``LLMBackend`` over the LLM deployment's streaming handle.
 
-    def __init__(self, handle: Any) -> None:
+    Args:
+        handle: The LLM deployment's ``DeploymentHandle``.
+        attempts: Calls per reply when replicas die before its first delta.
+        backoff_s: Base pause between attempts.
+    """
+
+    def __init__(self, handle: Any, attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> None:
+        self._name = _deployment_name(handle, "LLM")
         self._handle = handle.options(stream=True)
+        self._attempts = attempts
+        self._backoff_s = backoff_s
 
-    async def chat(self, messages: list[ChatMessage], params: SamplingParams) -> AsyncIterator[str]:
-        """Stream text deltas from any LLM replica."""
-        async for delta in _stream(self._handle.chat.remote(messages, params)):
-            yield delta
+    def chat(self, messages: list[ChatMessage], params: SamplingParams) -> AsyncIterator[str]:
+        """Stream text deltas from any LLM replica (restarted elsewhere if it dies before the first)."""
+        return stream_with_retry(
+            self._name,
+            "chat",
+            lambda: self._handle.chat.remote(messages, params),
+            self._attempts,
+            self._backoff_s,
+        )
 
 
 class HandleTTS:
-    """``TTSBackend`` over the TTS deployment's streaming handle."""
+    """``TTSBackend`` over the TTS deployment's streaming handle.
 
-    def __init__(self, handle: Any) -> None:
+    Args:
+        handle: The TTS deployment's ``DeploymentHandle``.
+        attempts: Calls per phrase when replicas die before its first chunk.
+        backoff_s: Base pause between attempts.
+    """
+
+    def __init__(self, handle: Any, attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> None:
+        self._name = _deployment_name(handle, "TTS")
         self._handle = handle.options(stream=True)
+        self._attempts = attempts
+        self._backoff_s = backoff_s
 
-    async def synthesize(self, text: str, voice: str | None) -> AsyncIterator[AudioChunk]:
-        """Stream audio chunks from any TTS replica."""
-        async for chunk in _stream(self._handle.synthesize.remote(text, voice)):
-            yield chunk
+    def synthesize(self, text: str, voice: str | None) -> AsyncIterator[AudioChunk]:
+        """Stream audio chunks from any TTS replica (restarted elsewhere if it dies before the first)."""
+        return stream_with_retry(
+            self._name,
+            "synthesize",
+            lambda: self._handle.synthesize.remote(text, voice),
+            self._attempts,
+            self._backoff_s,
+        )
