@@ -27,7 +27,7 @@ from serve_app.session import Session
 logger = logging.getLogger("voxray")
 
 DRAIN_S = 1.0  # how long queued events may take to go out when a session ends
-CLOSE_S = 5.0  # how long the close handshake may take before the socket is dropped
+CLOSE_S = 30.0  # outer bound on a close; the WebSocket library itself aborts after its close_timeout (10 s)
 
 
 class OutboundQueue:
@@ -121,6 +121,11 @@ class Connection:
         self._ended = asyncio.Event()
 
     @property
+    def queued_bytes(self) -> int:
+        """Serialized events waiting for this client."""
+        return self._outbound.queued_bytes
+
+    @property
     def closing(self) -> CloseConnection | None:
         """Why the server is ending this connection, once it is."""
         return self._ending
@@ -152,8 +157,8 @@ class Connection:
                 f"Your session hit the maximum duration of {limits.max_session_s:g} seconds.",
                 reason="maximum session duration reached",
             )
-        responding = self.session is not None and self.session.responding
-        if not responding and now - self.last_heard > limits.idle_timeout_s:
+        busy = (self.session is not None and self.session.responding) or not self._outbound.empty()
+        if not busy and now - self.last_heard > limits.idle_timeout_s:
             return CloseConnection(
                 POLICY_VIOLATION,
                 "idle_timeout",

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import time
 from typing import Any
 
@@ -81,6 +82,14 @@ class Ingress:
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
         """Liveness: the process is up. Reports live sessions and refused handshakes by reason."""
+        return self._health()
+
+    def stats(self) -> dict[str, Any]:
+        """For tests and benchmarks (through a handle, not HTTP): process id, sessions, queues."""
+        queued = sum(c.queued_bytes for c in self._connections.values())
+        return {**self._health(), "pid": os.getpid(), "outbound_queued_bytes": queued}
+
+    def _health(self) -> dict[str, Any]:
         return {"status": "ok", "sessions": len(self._connections), "refused": dict(self._refused)}
 
     @api.post("/v1/realtime/client_secrets")

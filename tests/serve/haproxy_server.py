@@ -1,0 +1,162 @@
+"""A voxray server as production runs it: ``serve run`` in HAProxy mode, in its own process.
+
+The in-process ``serve_instance`` fixture uses Serve's default Python proxy, which reads
+whatever a replica sends and holds it for the client without bound; what voxray does
+about a client that stops reading can only be seen behind HAProxy, where back-pressure
+reaches the Ingress. This starts ``serve run`` with the same environment as
+``scripts/run.sh``, on free ports, as its own Ray cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def process_rss_mb(marker: str, title: str) -> float | None:
+    """RSS of the process titled ``title...`` whose environment holds ``marker``.
+
+    Ray starts its workers in new sessions, so they are not found through the process
+    tree; they inherit the environment, though, and the marker is unique to one server.
+    """
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if not Path(f"/proc/{entry}/cmdline").read_text().startswith(title):
+                continue
+            if marker.encode() not in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                continue
+            for line in Path(f"/proc/{entry}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return None
+
+
+class HAProxyServer:
+    """A running ``serve run``: its URL, process and health."""
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], port: int, stats_port: int, log: Path, marker: str
+    ) -> None:
+        self.process = process
+        self.stats_port = stats_port
+        self.marker = marker
+        self.port = port
+        self.log = log
+        self.url = f"ws://127.0.0.1:{port}/v1/realtime"
+
+    def healthz(self) -> dict[str, Any]:
+        """The Ingress's ``/healthz``."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=10) as response:
+            return json.loads(response.read())
+
+    def ingress_routed_directly(self) -> bool:
+        """Whether HAProxy sends connections to the Ingress replica itself.
+
+        Until its health checks pass, HAProxy uses its backup server, Serve's Python proxy,
+        which would hide the back-pressure under test.
+        """
+        url = f"http://127.0.0.1:{self.stats_port}/stats;csv"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            rows = response.read().decode().splitlines()
+        return any(
+            r.split(",")[1].startswith("SERVE_REPLICA_voxray-Ingress") and ",UP" in r for r in rows[1:]
+        )
+
+    def ingress_rss_mb(self) -> float | None:
+        """RSS of the Ingress replica process."""
+        return process_rss_mb(self.marker, "ray::ServeReplica:voxray:Ingress")
+
+
+@contextmanager
+def haproxy_server(args: dict[str, Any], workdir: Path, timeout_s: float = 300) -> Iterator[HAProxyServer]:
+    """Run the voxray app with ``args`` behind HAProxy until the block ends."""
+    port = free_port()
+    config = {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [
+            {"name": "voxray", "route_prefix": "/", "import_path": "serve_app.app:build_app", "args": args}
+        ],
+    }
+    http_base = random.randrange(20_000, 29_000, 400)
+    stats_port = free_port()
+    config_path = workdir / "serve.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = {
+        **os.environ,
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+        # Free ports for everything HAProxy mode opens, so it runs beside other clusters.
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+        # Replica ports: a random window below Linux's ephemeral range, away from the defaults.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http_base),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http_base + 200),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(http_base + 200),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(http_base + 400),
+    }
+    marker = f"VOXRAY_TEST_SERVER={uuid.uuid4().hex}"
+    env[marker.split("=")[0]] = marker.split("=")[1]
+    env.pop("RAY_ADDRESS", None)
+    log = workdir / "serve.log"
+    serve_cli = Path(sys.executable).with_name("serve")
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(serve_cli), "run", str(config_path)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped as a whole below
+        )
+    server = HAProxyServer(process, port, stats_port, log, marker)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"serve run exited ({process.returncode}): {log.read_text()[-3000:]}")
+            try:
+                if server.healthz().get("status") == "ok" and server.ingress_routed_directly():
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"server not up in {timeout_s} s: {log.read_text()[-3000:]}") from None
+                time.sleep(1)
+        yield server
+    finally:
+        process.send_signal(signal.SIGINT)  # serve run shuts its cluster down on Ctrl-C
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever of its cluster is left
