@@ -22,7 +22,7 @@ from serve_app.access_registry import ClientSecret
 from serve_app.config import AppConfig
 from serve_app.limits import CloseConnection
 from serve_app.protocol import realtime as rt
-from serve_app.session import session_preset
+from serve_app.session_items import check_text_length, session_preset
 
 MAX_BODY_BYTES = 256 << 10
 
@@ -81,7 +81,9 @@ async def client_secret_response(
     state = rt.SessionState.from_defaults(rt.new_id("sess"), config.session)
     if parsed.session is not None:
         try:
-            state.apply_update(session_preset(parsed.session))
+            preset = session_preset(parsed.session)
+            check_text_length(preset.session.instructions, "session.instructions", config.limits, None)
+            state.apply_update(preset)
         except rt.ProtocolError as exc:
             return _error(400, exc.code, exc.message, exc.param)
     ttl = parsed.expires_after.seconds if parsed.expires_after else config.auth.client_secret_ttl_s

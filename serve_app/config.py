@@ -136,7 +136,12 @@ class LimitsConfig(_Strict):
 
     max_message_bytes: int = Field(default=1 << 20, ge=1024)
     max_input_buffer_s: float = Field(default=120.0, gt=0)
-    max_text_chars: int = Field(default=20_000, ge=1)
+    max_text_chars: int = Field(
+        default=20_000, ge=1, description="Longest instructions or item text a client may send."
+    )
+    max_conversation_items: int = Field(
+        default=1000, ge=2, description="Items a session keeps; the oldest are dropped beyond it."
+    )
     max_session_s: float = Field(
         default=3600.0, gt=0, description="A session longer than this is ended (close code 1008)."
     )

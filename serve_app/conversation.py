@@ -43,9 +43,12 @@ class Item:
 class Conversation:
     """Ordered items of one session; the source of the LLM's chat history."""
 
-    def __init__(self, max_history_messages: int) -> None:
+    def __init__(self, max_history_messages: int, max_items: int | None = None) -> None:
         self._items: list[Item] = []
         self._max_messages = max_history_messages
+        # Items older than the LLM history are kept for the client's references (truncate,
+        # delete) up to a bound, so a long session does not grow without limit.
+        self._max_items = max(max_items or 4 * max_history_messages, max_history_messages)
 
     @property
     def items(self) -> list[Item]:
@@ -69,10 +72,16 @@ class Conversation:
         if previous_item_id is None:
             previous = self.last_id
             self._items.append(item)
-            return previous
-        index = self._index(previous_item_id)
-        self._items.insert(index + 1, item)
-        return previous_item_id
+        else:
+            previous = previous_item_id
+            self._items.insert(self._index(previous_item_id) + 1, item)
+        if len(self._items) > self._max_items:
+            del self._items[: len(self._items) - self._max_items]  # the oldest go first
+        return previous
+
+    def has(self, item_id: str) -> bool:
+        """Whether an item with ``item_id`` exists."""
+        return any(item.id == item_id for item in self._items)
 
     def get(self, item_id: str) -> Item:
         """The item with ``item_id``.

@@ -81,6 +81,16 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
+def client_error_text(exc: BaseException) -> str:
+    """What a client may read about a model failure: the error's class and first line.
+
+    A model's exception arrives as Ray's ``RayTaskError``, whose text is the remote
+    traceback (file paths, code); the cause's own message is what the client needs.
+    """
+    cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
+    return f"{type(cause).__name__}: {_first_line(cause)[:300]}"
+
+
 def _log_retry(deployment: str, method: str, attempt: int, attempts: int, exc: BaseException) -> None:
     logger.warning(
         "%s replica lost during %s (%s: %s); retrying on another replica (attempt %d of %d)",

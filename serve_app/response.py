@@ -19,7 +19,7 @@ from typing import Any, Literal
 from deployments.types import ChatMessage, SamplingParams
 from serve_app.audio import StreamResampler
 from serve_app.conversation import Item
-from serve_app.model_clients import ModelClients
+from serve_app.model_clients import ModelClients, client_error_text
 from serve_app.protocol import realtime as rt
 from serve_app.text import PhraseSplitter, clean_for_speech
 
@@ -164,7 +164,7 @@ class ResponseRun:
         except Exception as exc:  # a model failure becomes events, never a dropped socket
             logger.exception("response %s failed", self.id)
             self.status = "failed"
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error = client_error_text(exc)
             await self._emit(rt.error_event("server_error", "model_error", f"Response failed: {self.error}"))
         await self._finish()
 

@@ -9,14 +9,12 @@ event and the session carries on, as the OpenAI Realtime API does.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from deployments.types import ChatMessage, Transcript
-from serve_app.audio import resample_pcm16
 from serve_app.config import AppConfig
 from serve_app.conversation import Conversation, Item, new_id
 from serve_app.input_buffer import InputBuffer
@@ -24,14 +22,15 @@ from serve_app.limits import InvalidEventBudget
 from serve_app.model_clients import ModelClients
 from serve_app.protocol import realtime as rt
 from serve_app.response import ResponseRun, assistant_item, plan_response
+from serve_app.session_items import ItemEvents, check_text_length, session_preset
 from serve_app.speculation import EventGate, Speculation
+from serve_app.transcription import Transcriber
 from serve_app.vad import SpeechPaused, SpeechResumed, SpeechStarted, SpeechStopped, VADEvent, VADStream
 from serve_app.vad_batch import VADBatcher
 
 logger = logging.getLogger("voxray")
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
-ASR_RATE = 16_000
 MIN_COMMIT_MS = 100  # the OpenAI API refuses to commit less than 100 ms of audio
 
 
@@ -62,7 +61,11 @@ class Session:
         self._vad = vad
         self._vad_batcher = vad_batcher
         self._emit = emit
-        self.conversation = Conversation(config.session.max_history_messages)
+        self.conversation = Conversation(
+            config.session.max_history_messages, config.limits.max_conversation_items
+        )
+        self._items = ItemEvents(self.conversation, emit, config.limits)
+        self._transcriber = Transcriber(models, self.state, config.asr.language, emit)
         self._input = InputBuffer(self.state.input_rate)  # audio not yet committed
         self._speech_item_id: str | None = None
         self._speech_start_ms: float | None = None
@@ -134,6 +137,8 @@ class Session:
         await handler(event)
 
     async def _on_session_update(self, event: Any) -> None:
+        limits = self._config.limits
+        check_text_length(event.session.instructions, "session.instructions", limits, event.event_id)
         self.state.apply_update(event.session, event_id=event.event_id)
         self._apply_vad_settings()
         await self._emit(rt.session_updated(self.state))
@@ -181,18 +186,7 @@ class Session:
         await self._emit(rt.input_audio_buffer_cleared())
 
     async def _on_conversation_item_create(self, event: Any) -> None:
-        item = Item(id=event.item.id or new_id("item"), role=event.item.role, text=event.item.text)
-        try:
-            previous = self.conversation.add(item, event.previous_item_id)
-        except KeyError as exc:
-            raise rt.ProtocolError(
-                "item_not_found",
-                f"Previous item '{event.previous_item_id}' does not exist.",
-                event_id=event.event_id,
-                param="previous_item_id",
-            ) from exc
-        await self._emit(rt.conversation_item_added(item, previous_item_id=previous))
-        await self._emit(rt.conversation_item_done(item, previous_item_id=previous))
+        await self._items.create(event)
 
     async def _on_response_create(self, event: Any) -> None:
         if self.responding:
@@ -202,6 +196,8 @@ class Session:
                 "is finished before creating a new one.",
                 event_id=event.event_id,
             )
+        instructions = event.response.instructions if event.response is not None else None
+        check_text_length(instructions, "response.instructions", self._config.limits, event.event_id)
         self._start_response(time.perf_counter(), {}, overrides=event.response)
 
     async def _on_response_cancel(self, event: Any) -> None:
@@ -214,24 +210,10 @@ class Session:
         await self._cancel_response("client_cancelled")
 
     async def _on_conversation_item_delete(self, event: Any) -> None:
-        try:
-            self.conversation.delete(event.item_id)
-        except KeyError as exc:
-            raise rt.ProtocolError(
-                "item_not_found", f"Item '{event.item_id}' does not exist.", event_id=event.event_id
-            ) from exc
-        await self._emit(rt.conversation_item_deleted(event.item_id))
+        await self._items.delete(event)
 
     async def _on_conversation_item_truncate(self, event: Any) -> None:
-        try:
-            item = self.conversation.truncate_audio(event.item_id, event.audio_end_ms)
-        except KeyError as exc:
-            raise rt.ProtocolError(
-                "item_not_found", f"Item '{event.item_id}' does not exist.", event_id=event.event_id
-            ) from exc
-        except ValueError as exc:
-            raise rt.ProtocolError("invalid_value", str(exc), event_id=event.event_id) from exc
-        await self._emit(rt.conversation_item_truncated(item.id, event.content_index, event.audio_end_ms))
+        await self._items.truncate(event)
 
     # -- turns -------------------------------------------------------------------------------
 
@@ -283,40 +265,12 @@ class Session:
         previous = self.conversation.add(item)
         await self._emit(rt.input_audio_buffer_committed(item_id, previous))
         await self._emit(rt.conversation_item_added(item, previous_item_id=previous))
-        task = asyncio.create_task(self._publish_transcript(item, asr or self._start_asr(audio)))
+        task = asyncio.create_task(self._transcriber.publish(item, asr or self._transcriber.start(audio)))
         self._transcriptions[item_id] = task
         task.add_done_callback(lambda _: self._transcriptions.pop(item_id, None))
         if create_response and not self.responding:
             self._start_response(speech_end_at or time.perf_counter(), timings or {}, wait_for=task)
         return task
-
-    def _start_asr(self, audio: bytes) -> asyncio.Task[Transcript]:
-        return asyncio.create_task(self._transcribe(audio))
-
-    async def _transcribe(self, audio: bytes) -> Transcript:
-        """Run ASR on input-rate audio; ``processing_s`` is the whole round trip."""
-        started = time.perf_counter()
-        pcm16k = resample_pcm16(audio, self.state.input_rate, ASR_RATE)
-        language = self.state.language or self._config.asr.language  # None: detect it
-        transcript = await self._models.asr.transcribe(pcm16k, ASR_RATE, language)
-        transcript.processing_s = time.perf_counter() - started
-        return transcript
-
-    async def _publish_transcript(self, item: Item, asr: asyncio.Task[Transcript]) -> Transcript | None:
-        """Wait for the item's transcription and tell the client; ``None`` if it failed."""
-        try:
-            transcript = await asr
-        except Exception as exc:
-            logger.exception("transcription of %s failed", item.id)
-            item.status = "incomplete"
-            await self._emit(rt.transcription_failed(item.id, f"{type(exc).__name__}: {exc}"))
-            await self._emit(rt.error_event("server_error", "transcription_failed", f"ASR failed: {exc}"))
-            return None
-        item.text = transcript.text
-        item.status = "completed"
-        await self._emit(rt.transcription_completed(item.id, transcript.text, item.audio_ms / 1000))
-        await self._emit(rt.conversation_item_done(item))
-        return transcript
 
     # -- speculation -------------------------------------------------------------------------
 
@@ -336,7 +290,7 @@ class Session:
         spec = Speculation(
             item_id=self._speech_item_id,
             speech_end_at=self._wall_time(speech_end_ms),
-            asr=self._start_asr(audio),
+            asr=self._transcriber.start(audio),
             gate=EventGate(self._emit),
         )
         spec.task = asyncio.create_task(self._speculative_response(spec))
@@ -449,16 +403,6 @@ class Session:
         self._speech_item_id = None
         self._speech_start_ms = None
         self._vad.reset()
-
-
-def session_preset(session: dict[str, Any]) -> Any:
-    """Validate a ``session`` object as a ``session.update`` would carry it.
-
-    Raises:
-        ProtocolError: As for ``session.update``, with ``param`` under ``session.``.
-    """
-    raw = json.dumps({"type": "session.update", "session": session})
-    return rt.parse_client_event(raw, max_bytes=len(raw))
 
 
 def _ms_since(instant: float) -> float:

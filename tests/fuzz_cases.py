@@ -170,6 +170,7 @@ rng = random.Random(1234)  # fixed seed: the same "random" bytes every run
 JSON, TYPE, VALUE, B64 = "invalid_json", "invalid_type", "invalid_value", "invalid_base64"
 MISSING, UNKNOWN = "missing_required_parameter", "unknown_event_type"
 NOT_FOUND, TOO_LARGE = "item_not_found", "message_too_large"
+LONG = "string_above_max_length"
 CLEAR, CLEARED, UPDATED = "input_audio_buffer.clear", "input_audio_buffer.cleared", "session.updated"
 UNSUPPORTED, COMMIT_EMPTY = "unsupported_event_type", "input_audio_buffer_commit_empty"
 AUDIO = "session.audio"
@@ -250,15 +251,19 @@ CASES: list[Case] = [
         "conversation_already_has_active_response",
         replies=("response.created",),
     ),
-    err("delete_unknown_item", ev("conversation.item.delete", item_id="item_nope"), NOT_FOUND),
+    err("delete_unknown_item", ev("conversation.item.delete", item_id="item_nope"), NOT_FOUND, "item_id"),
     err(
         "delete_item_twice",
         (item(id="item_once"), *[ev("conversation.item.delete", item_id="item_once")] * 2),
         NOT_FOUND,
+        "item_id",
         replies=("conversation.item.deleted",),
     ),
-    err("truncate_unknown_item", truncate(), NOT_FOUND),
-    err("truncate_user_item", (item(id="item_x"), truncate()), VALUE, replies=("conversation.item.done",)),
+    err("truncate_unknown_item", truncate(), NOT_FOUND, "item_id"),
+    err("truncate_user_item", (item(id="item_x"), truncate()), VALUE, "item_id",
+        replies=("conversation.item.done",)),
+    err("item_id_duplicate", (item(id="item_dup"), item(id="item_dup")), "item_already_exists", "item.id",
+        replies=("conversation.item.done",)),
     err("previous_item_unknown", {**item(), "previous_item_id": "item_nope"}, NOT_FOUND, "previous_item_id"),
     # --- session.update ------------------------------------------------------------------------
     err("session_missing", ev("session.update"), MISSING, "session"),
@@ -267,7 +272,9 @@ CASES: list[Case] = [
     err("session_type_missing", ev("session.update", session={}), MISSING, "session.type"),
     err("session_type_wrong", session(type="transcription"), VALUE, "session.type"),
     err("instructions_number", session(instructions=42), TYPE, "session.instructions"),
-    ok("instructions_900k_chars", session(instructions="Be brief. " * (HUGE // 10)), UPDATED),
+    err("instructions_900k_chars", session(instructions="Be brief. " * (HUGE // 10)), LONG,
+        "session.instructions"),
+    err("response_instructions_900k_chars", response(instructions="x" * HUGE), LONG, "response.instructions"),
     ok("instructions_unicode_oddities", session(instructions="\0 \u202e\ufeff e\u0301 \U0001f600"), UPDATED),
     err("modalities_string", session(output_modalities="audio"), TYPE, "session.output_modalities"),
     err("modalities_unknown", session(output_modalities=["video"]), VALUE, "session.output_modalities[0]"),
@@ -306,6 +313,7 @@ CASES: list[Case] = [
     err("item_id_900k_chars", item(id="i" * HUGE), VALUE, "item.id"),
     err("previous_item_id_number", {**item(), "previous_item_id": 1}, TYPE, "previous_item_id"),
     err("item_text_lone_surrogate", text("half a pair: \udc00"), JSON, event_id=None),
+    err("item_text_900k_chars", text("y" * HUGE), LONG, "item.content"),
     ok("item_text_nul_and_emoji", text("nul \u0000 emoji \U0001f600 bom \ufeff"), "conversation.item.done"),
     # --- response.create / response.cancel / delete / truncate fields --------------------------
     err("response_string", ev("response.create", response="now"), TYPE, "response"),

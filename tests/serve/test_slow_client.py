@@ -9,7 +9,9 @@ the session is ended, and the Ingress's memory never grew with the unread audio.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,3 +65,29 @@ async def test_client_that_stops_reading_is_cut_off_with_bounded_memory(server: 
         pass
     assert received < 20 << 20, f"{received} bytes reached the client: nothing was held back"
     assert peak - before < 100, f"Ingress RSS grew {peak - before:.0f} MB for one stalled client"
+
+
+async def test_peer_that_never_answers_pings_is_dropped(server: HAProxyServer) -> None:
+    """A dead peer (gone without a FIN) is found by the server's WebSocket pings."""
+    sessions_before = (await asyncio.to_thread(server.healthz))["sessions"]
+    # A raw handshake, then silence: no pong will ever come, as from a vanished phone.
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            "GET /v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+    try:
+        opened = False
+        for _ in range(120):  # uvicorn pings every 20 s and gives up 20 s later
+            sessions = (await asyncio.to_thread(server.healthz))["sessions"]
+            opened = opened or sessions > sessions_before
+            if opened and sessions == sessions_before:
+                break
+            await asyncio.sleep(1)
+        assert opened and sessions == sessions_before, "the silent peer's session was not dropped"
+    finally:
+        sock.close()
