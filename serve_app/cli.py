@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import wave
@@ -125,6 +126,7 @@ def _cmd_talk(args: argparse.Namespace) -> int:
                 sample_rate=RATE,
                 threshold_dbfs=args.threshold_dbfs,
                 progress=status,
+                api_key=args.api_key,
             )
         )
     except TalkError as exc:
@@ -214,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=VOICED_DBFS,
         help=f"frames louder than this count as speech when finding where it ends (default {VOICED_DBFS:g})",
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("VOXRAY_API_KEY"),
+        help="API key or client secret, for a server with keys (default: $VOXRAY_API_KEY)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     p.set_defaults(func=_cmd_talk)

@@ -191,10 +191,13 @@ class _Turn:
         self.output_rate = RATE
         self.silence_duration_ms: int | None = None
 
-    async def run(self, url: str, update: dict[str, Any] | None) -> None:
+    async def run(self, url: str, update: dict[str, Any] | None, api_key: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         try:
             # proxy=None: a local voice server is never behind the environment's HTTP proxy.
-            ws = await connect(url, proxy=None, max_size=16 << 20, open_timeout=10)
+            ws = await connect(
+                url, proxy=None, max_size=16 << 20, open_timeout=10, additional_headers=headers
+            )
         except (OSError, InvalidHandshake, InvalidURI, asyncio.TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
             raise TalkConnectionError(
@@ -350,6 +353,7 @@ async def talk(
     threshold_dbfs: float = VOICED_DBFS,
     max_trailing_silence_s: float = 5.0,
     progress: Progress | None = None,
+    api_key: str | None = None,
 ) -> TalkResult:
     """Speak one recording to a Realtime server and collect the spoken reply.
 
@@ -370,6 +374,7 @@ async def talk(
         threshold_dbfs: Frames louder than this count as voiced.
         max_trailing_silence_s: Most silence to stream after the recording.
         progress: Called with a one-line status, several times a second while streaming.
+        api_key: Sent as ``Authorization: Bearer`` when the server requires a key.
 
     Returns:
         The transcripts, reply audio and timings.
@@ -387,7 +392,7 @@ async def talk(
     speech_end = voiced if voiced is not None else len(frames) - 1
     turn = _Turn(frames, speech_end, fast, max_trailing_silence_s, progress or (lambda _line: None))
     try:
-        await asyncio.wait_for(turn.run(url, _session_update(instructions, voice)), timeout)
+        await asyncio.wait_for(turn.run(url, _session_update(instructions, voice), api_key), timeout)
     except asyncio.TimeoutError:
         last = turn.events[-1][0] if turn.events else "none"
         raise TalkTimeout(f"no complete reply within {timeout:g} s (last server event: {last})") from None

@@ -19,6 +19,7 @@ import websockets
 from openai import AsyncOpenAI
 from ray import serve
 
+from serve_app.talk import TalkServerError, talk
 from tests.conftest import deploy_app
 from tests.realtime_client import validate_server_event
 
@@ -192,3 +193,11 @@ async def test_removing_a_key_from_the_file_ends_its_sessions(base: str, key_fil
         assert (event["error"]["code"], close_code) == ("invalid_api_key", 1008)
     finally:
         key_file.write_text(f"{FILE_KEY}\n")
+
+
+async def test_voxray_talk_with_and_without_a_key(base: str, make_utterance: Any) -> None:
+    audio = make_utterance("What is the capital of France?", lead_silence_s=0.2, trail_silence_s=0.8)
+    with pytest.raises(TalkServerError, match="missing_api_key"):
+        await talk(audio, url=f"{base}/v1/realtime", fast=True, timeout=60)
+    result = await talk(audio, url=f"{base}/v1/realtime", fast=True, timeout=60, api_key=KEY)
+    assert result.user_transcript == "What is the capital of France?"
