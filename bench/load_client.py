@@ -37,6 +37,7 @@ from serve_app.talk import (
 )
 
 FRAME_S = FRAME_MS / 1000
+HUNG_UP = "hung up by the client"  # error prefix of a turn the client ended on purpose (HangUp)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,19 @@ class Utterance:
             json.dumps({"type": "input_audio_buffer.append", "audio": b64encode_audio(f)}) for f in frames
         )
         return cls(text, messages, first, last)
+
+
+@dataclass(frozen=True)
+class HangUp:
+    """Hang up in turn ``turn``, ``after_s`` after its first reply audio; the session ends there.
+
+    ``abrupt`` drops the TCP connection without a close frame (a phone losing signal, a killed
+    tab) instead of sending one. Used by the soak benchmark's churn.
+    """
+
+    turn: int
+    after_s: float
+    abrupt: bool
 
 
 SILENCE = json.dumps({"type": "input_audio_buffer.append", "audio": b64encode_audio(bytes(FRAME_BYTES))})
@@ -138,6 +152,7 @@ class Turn:
     """Client-side state of the turn in progress; the receiver fills it in."""
 
     barge_in: bool
+    hang_up: bool = False
     t0: float | None = None  # send time of the question's last voiced frame
     t0_audio_ms: float | None = None  # audio time at the end of that frame
     stopped_audio_ms: float | None = None  # speech_stopped's audio_end_ms
@@ -162,9 +177,14 @@ class SessionClient:
     """One simulated user: a connection, a microphone, a receiver, and M turns."""
 
     def __init__(
-        self, index: int, settings: LoadSettings, questions: Sequence[Utterance], interruption: Utterance
+        self,
+        index: int,
+        settings: LoadSettings,
+        questions: Sequence[Utterance],
+        interruption: Utterance,
+        hang_up: HangUp | None = None,
     ):
-        self.index, self.settings = index, settings
+        self.index, self.settings, self.hang_up = index, settings, hang_up
         self.questions, self.interruption = questions, interruption
         self.rng = random.Random(settings.seed * 100_003 + index)
         self.silence_duration_ms: int | None = None
@@ -173,6 +193,7 @@ class SessionClient:
         self.connected = False
         self.closed: str | None = None
         self.mic: Microphone | None = None
+        self._ws: ClientConnection | None = None
 
     async def run(self, on_turn: Callable[[TurnRecord], None]) -> list[TurnRecord]:
         """Connect after this session's ramp delay, run every turn, and return their records."""
@@ -190,7 +211,7 @@ class SessionClient:
                 )
                 on_turn(records[-1])
             return records
-        self.connected = True
+        self.connected, self._ws = True, ws
         self.mic = Microphone(ws)
         receiver = asyncio.create_task(self._receive(ws))
         mic = asyncio.create_task(self.mic.run())
@@ -200,6 +221,8 @@ class SessionClient:
                 record = await self._run_turn(t, barge)
                 records.append(record)
                 on_turn(record)
+                if record.error is not None and record.error.startswith(HUNG_UP):
+                    break
         finally:
             for task in (mic, receiver):
                 task.cancel()
@@ -219,7 +242,8 @@ class SessionClient:
         question = self.questions[(self.index + t) % len(self.questions)]
         if self.closed is not None:
             return self._record(t, question.text, barge, error=f"connection closed: {self.closed}")
-        turn = self.turn = Turn(barge_in=barge)
+        hang_up = self.hang_up is not None and self.hang_up.turn == t
+        turn = self.turn = Turn(barge_in=barge, hang_up=hang_up)
         assert self.mic is not None
         mic = self.mic
 
@@ -233,6 +257,8 @@ class SessionClient:
             turn.fail(f"timeout: no finished reply within {s.turn_timeout_s:g} s")
         self.turn = None
         record = self._measure(t, question.text, turn)
+        if turn.hang_up:
+            return record  # the session is over: no listening, no pause
         if record.ok:  # the person listens to the end of the reply, then pauses before the next question
             end = playback_starvation(self._deltas(turn, turn.final), s.jitter_buffer_ms / 1000).playback_end
             await asyncio.sleep(max(0.0, (end or 0.0) - time.perf_counter()))
@@ -240,6 +266,9 @@ class SessionClient:
         return record
 
     async def _converse(self, turn: Turn) -> None:
+        if turn.hang_up:
+            await self._hang_up(turn)
+            return
         if turn.barge_in:
             await turn.first_audio.wait()
             if not turn.finished.is_set():
@@ -251,6 +280,24 @@ class SessionClient:
                     lambda now: setattr(turn, "t_barge_end", now),
                 )
         await turn.finished.wait()
+
+    async def _hang_up(self, turn: Turn) -> None:
+        """Wait for the reply to start playing, then leave while its audio is still arriving."""
+        assert self.hang_up is not None and self._ws is not None
+        waits = [asyncio.ensure_future(e.wait()) for e in (turn.first_audio, turn.finished)]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        if turn.finished.is_set():
+            return  # failed before any reply audio: nothing to hang up on
+        await asyncio.sleep(self.hang_up.after_s)
+        how = "abrupt: no close frame" if self.hang_up.abrupt else "close frame"
+        turn.fail(f"{HUNG_UP} mid-reply ({how})")  # first, so the receiver's "connection closed" loses
+        if self.hang_up.abrupt:
+            self._ws.transport.abort()
+        else:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.close(), 5)
 
     def _deltas(self, turn: Turn, response_id: str | None) -> list[tuple[float, float]]:
         trace = turn.responses.get(response_id or "")
