@@ -66,11 +66,12 @@ class APIKeys:
     """
 
     def __init__(self, config: AuthConfig, environ: Mapping[str, str] = os.environ) -> None:
-        self._fixed = [k for k in config.api_keys if k.strip()]
+        fixed = list(config.api_keys)
         if config.api_keys_env:
-            self._fixed += [k.strip() for k in environ.get(config.api_keys_env, "").split(",") if k.strip()]
+            fixed += environ.get(config.api_keys_env, "").split(",")
+        self._fixed = _usable_keys(fixed, "the config and environment")
         self._file = Path(config.api_keys_file) if config.api_keys_file else None
-        self._file_stamp: tuple[float, int] | None = None
+        self._file_stamp: tuple[int, int, int] | None = None
         self._file_keys: list[str] = []
         self._load_file()
 
@@ -84,11 +85,12 @@ class APIKeys:
                 logger.warning("API key file %s is gone: its keys are revoked", self._file)
             self._file_stamp, self._file_keys = None, []
             return
-        stamp = (stat.st_mtime, stat.st_size)
+        # The inode too: a Kubernetes Secret volume swaps in a new file on every update.
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if stamp == self._file_stamp:
             return
-        lines = self._file.read_text().splitlines()
-        self._file_keys = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        lines = [line.strip() for line in self._file.read_text().splitlines()]
+        self._file_keys = _usable_keys([line for line in lines if not line.startswith("#")], str(self._file))
         self._file_stamp = stamp
         logger.info("loaded %d API key(s) from %s", len(self._file_keys), self._file)
 
@@ -119,6 +121,17 @@ class APIKeys:
     def is_valid_id(self, kid: str) -> bool:
         """Whether the key named ``kid`` is still configured (not revoked)."""
         return kid in self.valid_ids()
+
+
+def _usable_keys(candidates: list[str], source: str) -> list[str]:
+    """Stripped, non-empty keys; ``ek_`` keys are skipped (that prefix marks client secrets)."""
+    keys = [k.strip() for k in candidates if k.strip()]
+    for key in keys:
+        if key.startswith(CLIENT_SECRET_PREFIX):
+            logger.warning(
+                "ignoring an API key from %s: keys must not start with %r", source, CLIENT_SECRET_PREFIX
+            )
+    return [k for k in keys if not k.startswith(CLIENT_SECRET_PREFIX)]
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,12 @@ class Admission:
             raise refusal("client_secret_used", "This client secret was already used for a session.")
         if redemption.status != "ok":
             raise refusal("invalid_client_secret", "Unknown client secret.")
-        if redemption.key_id is not None and not self._keys.is_valid_id(redemption.key_id):
+        if redemption.key_id is None:
+            # Minted without a key: valid only where no key is needed, under the same rules.
+            if self._keys.configured:
+                raise refusal("invalid_client_secret", "This client secret was made without an API key.")
+            self.check_api_key(connection, None)
+        elif not self._keys.is_valid_id(redemption.key_id):
             raise refusal("invalid_api_key", "The API key this client secret was made with was revoked.")
         return Admitted(key_id=redemption.key_id, session_preset=redemption.session)
 

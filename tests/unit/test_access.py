@@ -81,11 +81,6 @@ def test_keys_from_a_file_skip_comments_and_blank_lines(tmp_path: Path) -> None:
     assert keys.match(f"#{KEY}-commented") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="APIKeys._load_file skips only lines whose first character is '#': an indented "
-    "comment ('  # rotated 2024') is stripped and accepted as an API key",
-)
 def test_indented_comment_in_the_key_file_is_not_a_key(tmp_path: Path) -> None:
     path = tmp_path / "keys"
     path.write_text(f"{KEY}\n  # rotated 2024\n")
@@ -300,3 +295,21 @@ def test_loopback_hosts(host: str) -> None:
 )
 def test_non_loopback_hosts(host: str | None) -> None:
     assert not is_loopback(host)
+
+
+def test_config_keys_are_stripped_and_ek_keys_are_refused(tmp_path: Path) -> None:
+    keys = keys_of(api_keys=[f"  {KEY} ", "ek_looks_like_a_secret"], api_keys_env=None)
+    assert keys.match(KEY) == key_id(KEY)
+    assert keys.match("ek_looks_like_a_secret") is None
+
+
+def test_same_size_rewrite_of_the_key_file_is_noticed(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text("sk-aaaa\n")
+    keys = keys_of(api_keys_env=None, api_keys_file=str(path))
+    assert keys.match("sk-aaaa") is not None
+    replacement = tmp_path / "keys.new"
+    replacement.write_text("sk-bbbb\n")  # same size; a Secret volume swaps files like this
+    replacement.replace(path)
+    assert keys.match("sk-aaaa") is None
+    assert keys.match("sk-bbbb") is not None

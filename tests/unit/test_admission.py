@@ -218,3 +218,16 @@ async def test_secret_from_a_real_registry_admits_once() -> None:
     assert creds.is_client_secret
     assert await adm.admit(handshake(), creds) == Admitted(key_id=key_id(KEY), session_preset=PRESET)
     assert await refused(adm, handshake(), creds) == "client_secret_used"
+
+
+async def test_keyless_secret_follows_the_loopback_rule() -> None:
+    adm, _ = secret_admission(Redemption(status="ok", key_id=None, session=PRESET), keys=[])
+    admitted = await adm.admit(handshake("127.0.0.1"), presented(SECRET))
+    assert admitted == Admitted(key_id=None, session_preset=PRESET)
+    adm, _ = secret_admission(Redemption(status="ok", key_id=None), keys=[])
+    assert await refused(adm, handshake("203.0.113.9"), presented(SECRET)) == "loopback_only"
+
+
+async def test_keyless_secret_is_refused_once_keys_are_configured() -> None:
+    adm, _ = secret_admission(Redemption(status="ok", key_id=None), keys=[KEY])
+    assert await refused(adm, handshake(), presented(SECRET)) == "invalid_client_secret"
