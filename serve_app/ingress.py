@@ -41,6 +41,17 @@ api = FastAPI(title="voxray", description="Voice-to-voice AI over the OpenAI Rea
 SWEEP_S = 1.0
 
 
+def access_unavailable() -> CloseConnection:
+    """The refusal when the AccessRegistry cannot be reached (a new one: event ids are unique)."""
+    return CloseConnection(
+        TRY_AGAIN_LATER,
+        "access_check_unavailable",
+        "The server could not check this connection's credentials right now; try again shortly.",
+        reason="access check unavailable; try again later",
+        error_type="server_error",
+    )
+
+
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=1000)
 @serve.ingress(api)
 class Ingress:
@@ -103,19 +114,23 @@ class Ingress:
         self._start_sweeper()
         credentials = handshake_credentials(websocket.headers, websocket.scope.get("subprotocols") or [])
         await websocket.accept(subprotocol=credentials.subprotocol)
-        try:
-            admitted = await self._admission.admit(websocket, credentials)
-            self._check_capacity()
-        except CloseConnection as refused:
-            await self._refuse(websocket, refused)
-            return
-        connection = Connection(websocket, self._config.limits, admitted.key_id)
+        connection = Connection(websocket, self._config.limits)
         session = Session(
             self._config, self._models, self._vad.stream(), connection.emit, vad_batcher=self._vad_batcher
         )
-        if not await self._take_key_slot(session.id, admitted):
-            await self._refuse(websocket, self._key_limit_refusal())
+        try:
+            admitted = await self._admission.admit(websocket, credentials)
+            self._check_capacity()
+            if not await self._take_key_slot(session.id, admitted):
+                raise self._key_limit_refusal()
+        except CloseConnection as refused:
+            await self._refuse(websocket, refused)
             return
+        except Exception:  # the AccessRegistry is unreachable (restarting): fail closed, retryably
+            logger.exception("access check failed")
+            await self._refuse(websocket, access_unavailable())
+            return
+        connection.key_id = admitted.key_id
         self._connections[session.id] = connection
         live = len(self._connections)
         logger.info("session %s opened (%d live, key %s)", session.id, live, admitted.key_id)

@@ -46,6 +46,16 @@ class CloseConnection(Exception):
         self.code = code
         self.reason = (reason or message).encode()[:MAX_REASON_BYTES].decode(errors="ignore")
         self.error: dict[str, Any] = rt.error_event(error_type, error_code, message)
+        self._args = (code, error_code, message)
+        self._kwargs = {"reason": reason, "error_type": error_type}
+
+    def __reduce__(self) -> Any:
+        # Exceptions pickle as ``cls(*self.args)`` by default, which loses the keyword fields.
+        return (_rebuild, (type(self), self._args, self._kwargs))
+
+
+def _rebuild(cls: type[CloseConnection], args: tuple[Any, ...], kwargs: dict[str, Any]) -> CloseConnection:
+    return cls(*args, **kwargs)
 
 
 class InvalidEventBudget:

@@ -15,6 +15,7 @@ from typing import Any
 
 import openai
 import pytest
+import ray
 import websockets
 from openai import AsyncOpenAI
 from ray import serve
@@ -201,3 +202,31 @@ async def test_voxray_talk_with_and_without_a_key(base: str, make_utterance: Any
         await talk(audio, url=f"{base}/v1/realtime", fast=True, timeout=60)
     result = await talk(audio, url=f"{base}/v1/realtime", fast=True, timeout=60, api_key=KEY)
     assert result.user_transcript == "What is the capital of France?"
+
+
+async def test_access_registry_restart_fails_closed_then_recovers(base: str) -> None:
+    http = base.replace("ws://", "http://") + "/v1"
+    backend = AsyncOpenAI(api_key=KEY, base_url=http)
+    secret = await backend.realtime.client_secrets.create()
+    names = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(f"SERVE_REPLICA::{APP}#AccessRegistry#")
+    ]
+    assert len(names) == 1, names
+    ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=False)
+    ws = await connect(base, additional_headers={"Authorization": f"Bearer {secret.value}"})
+    event, close_code, _ = await first_event_and_close(ws)
+    # Refused either way: retryably while the registry is down, or as unknown once it is back.
+    assert (event["error"]["code"], close_code) in {
+        ("access_check_unavailable", 1013),
+        ("invalid_client_secret", 1008),
+    }
+    for _ in range(60):  # Serve replaces the replica; a fresh secret then works
+        try:
+            fresh = await backend.realtime.client_secrets.create()
+            break
+        except openai.APIError:
+            await asyncio.sleep(1)
+    async with await connect(base, additional_headers={"Authorization": f"Bearer {fresh.value}"}) as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "session.created"
