@@ -9,6 +9,8 @@ talking, so ``voice_response_latency_ms`` (first reply audio byte received minus
 is the delay a user hears, including the server's endpointing silence.
 
 The CLI (``voxray talk``) and the latency benchmark (``bench.baseline``) both call ``talk``.
+What a turn returns or raises (``TalkResult``, the ``TalkError`` family) is defined in
+:mod:`serve_app.talk_result` and re-exported here.
 """
 
 from __future__ import annotations
@@ -22,111 +24,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from serve_app.audio import b64decode_audio, b64encode_audio, read_wav, resample_pcm16
 
+# The result models and errors live in talk_result; imported here for use and so that
+# `from serve_app.talk import TalkResult` (the CLI, bench, tests) keeps working.
+from serve_app.talk_result import (
+    RATE,
+    ClientTimings,
+    ReceivedEvent,
+    ServerError,
+    TalkConnectionError,
+    TalkError,
+    TalkResult,
+    TalkServerError,
+    TalkTimeout,
+)
+
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/realtime"
 START_HINT = "start it with `scripts/run.sh` (or `serve run configs/local.yaml`)"
-RATE = 24_000  # the Realtime API's PCM16 rate, both directions
 FRAME_MS = 20
 FRAME_BYTES = RATE * FRAME_MS // 1000 * 2
 VOICED_DBFS = -45.0
 TRANSCRIPT_GRACE_S = 2.0  # how long to wait after response.done for a late user transcript
 
 Progress = Callable[[str], None]
-
-
-class TalkError(RuntimeError):
-    """The turn could not be completed."""
-
-
-class TalkConnectionError(TalkError):
-    """The server could not be reached, or closed the connection mid-turn."""
-
-
-class TalkTimeout(TalkError):
-    """No complete reply arrived within the time limit."""
-
-
-class ServerError(BaseModel):
-    """The ``error`` object of a Realtime ``error`` event (or of a failed response)."""
-
-    type: str = "error"
-    code: str | None = None
-    message: str = ""
-    event_id: str | None = None
-    param: str | None = None
-
-
-class TalkServerError(TalkError):
-    """The server sent an ``error`` event, or the response ended with status ``failed``.
-
-    Attributes:
-        error: The server's error object.
-    """
-
-    def __init__(self, error: ServerError) -> None:
-        self.error = error
-        code = f" [{error.code}]" if error.code else ""
-        super().__init__(f"server error ({error.type}){code}: {error.message}")
-
-
-class ReceivedEvent(BaseModel):
-    """One server event, stamped relative to the send time of the last voiced frame."""
-
-    type: str
-    t_ms: float = Field(description="Receive time minus last-voiced-frame send time; negative = before.")
-
-
-class ClientTimings(BaseModel):
-    """Client-side timings in ms, all measured from the send time of the last voiced frame.
-
-    ``None`` means the event never came.
-    """
-
-    voice_response_latency_ms: float | None = Field(
-        default=None, description="First byte of reply audio received."
-    )
-    speech_stopped_ms: float | None = Field(default=None, description="input_audio_buffer.speech_stopped.")
-    transcript_ms: float | None = Field(
-        default=None, description="Latest input_audio_transcription.completed before response.done."
-    )
-    response_created_ms: float | None = None
-    first_text_ms: float | None = Field(default=None, description="First assistant transcript delta.")
-    response_done_ms: float | None = None
-
-
-class TalkResult(BaseModel):
-    """Everything one turn produced: transcripts, reply audio, client and server timings."""
-
-    user_transcript: str = Field(default="", description="Transcripts of all committed items, in order.")
-    assistant_text: str = ""
-    reply_pcm16: bytes = Field(default=b"", exclude=True, repr=False, description="Mono, at reply_rate.")
-    reply_rate: int = RATE
-    response_id: str | None = None
-    response_status: str | None = Field(default=None, description="Of the response that ended the turn.")
-    input_s: float = Field(default=0.0, description="Length of the recording sent.")
-    speech_end_s: float | None = Field(
-        default=None,
-        description="End of the last voiced frame in the recording; None when no frame was loud "
-        "enough, in which case timings are measured from the end of the recording.",
-    )
-    trailing_silence_s: float = Field(default=0.0, description="Silence streamed after the recording.")
-    silence_duration_ms: int | None = Field(default=None, description="Server VAD endpointing silence.")
-    client: ClientTimings = Field(default_factory=ClientTimings)
-    server_timings_ms: dict[str, float] = Field(
-        default_factory=dict, description="Numeric entries of response.metadata, in time order."
-    )
-    server_metadata: dict[str, str] = Field(default_factory=dict, description="response.metadata as sent.")
-    events: list[ReceivedEvent] = Field(default_factory=list, description="Every server event received.")
-
-    @property
-    def reply_s(self) -> float:
-        """Length of the reply audio in seconds."""
-        return len(self.reply_pcm16) / 2 / self.reply_rate
 
 
 def frame_dbfs(pcm16: bytes, frame_bytes: int = FRAME_BYTES) -> np.ndarray:
