@@ -17,7 +17,7 @@ from starlette.requests import HTTPConnection
 
 from serve_app.access import APIKeys, Credentials, is_loopback, origin_allowed, refusal
 from serve_app.access_registry import Redemption
-from serve_app.config import AppConfig
+from serve_app.config import AppConfig, AuthConfig
 
 logger = logging.getLogger("voxray")
 
@@ -112,6 +112,35 @@ class Admission:
         elif not self._keys.is_valid_id(redemption.key_id):
             raise refusal("invalid_api_key", "The API key this client secret was made with was revoked.")
         return Admitted(key_id=redemption.key_id, session_preset=redemption.session)
+
+
+def check_exposure(auth: AuthConfig, keys_configured: bool, http_host: Callable[[], str | None]) -> None:
+    """Refuse to serve without keys on a non-loopback address; log what is served.
+
+    Args:
+        auth: The ``auth`` config.
+        keys_configured: Whether API keys are configured.
+        http_host: Returns the address Serve listens on (``None``: unknown; then only the
+            per-connection loopback check protects the server).
+
+    Raises:
+        RuntimeError: No keys, not ``allow_unauthenticated``, and a non-loopback host.
+    """
+    if keys_configured:
+        logger.info("API keys configured: every session must present a key or a client secret")
+        return
+    if auth.allow_unauthenticated:
+        logger.warning("auth.allow_unauthenticated: serving everyone without keys")
+        return
+    host = http_host()
+    if host is not None and not is_loopback(host):
+        raise RuntimeError(
+            f"voxray has no API key configured but Serve listens on {host!r}. Set keys "
+            f"(env {auth.api_keys_env or 'auth.api_keys_env'}, auth.api_keys_file or auth.api_keys), "
+            "bind http_options.host to 127.0.0.1, or set auth.allow_unauthenticated behind your "
+            "own gateway."
+        )
+    logger.warning("no API key configured: serving loopback clients only")
 
 
 def serve_http_host() -> str | None:

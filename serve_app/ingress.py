@@ -22,9 +22,15 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from deployments.models import resolve_model
-from serve_app.access import APIKeys, handshake_credentials, is_loopback
+from serve_app.access import APIKeys, handshake_credentials
 from serve_app.access_registry import LEASE_RENEW_S
-from serve_app.admission import Admission, Admitted, replica_draining_probe, serve_http_host
+from serve_app.admission import (
+    Admission,
+    Admitted,
+    check_exposure,
+    replica_draining_probe,
+    serve_http_host,
+)
 from serve_app.client_secrets import client_secret_response
 from serve_app.config import AppConfig
 from serve_app.connection import Connection
@@ -69,26 +75,7 @@ class Ingress:
         self._refused: collections.Counter[str] = collections.Counter()
         self._sweeper: asyncio.Task[None] | None = None
         self._draining = replica_draining_probe()
-        self._check_exposure()
-
-    def _check_exposure(self) -> None:
-        """With no keys, refuse to start on a non-loopback address, and say what is served."""
-        auth = self._config.auth
-        if self._keys.configured:
-            logger.info("API keys configured: every session must present a key or a client secret")
-            return
-        if auth.allow_unauthenticated:
-            logger.warning("auth.allow_unauthenticated: serving everyone without keys")
-            return
-        host = serve_http_host()
-        if host is not None and not is_loopback(host):
-            raise RuntimeError(
-                f"voxray has no API key configured but Serve listens on {host!r}. Set keys "
-                f"(env {auth.api_keys_env or 'auth.api_keys_env'}, auth.api_keys_file or auth.api_keys), "
-                "bind http_options.host to 127.0.0.1, or set auth.allow_unauthenticated behind your "
-                "own gateway."
-            )
-        logger.warning("no API key configured: serving loopback clients only")
+        check_exposure(self._config.auth, self._keys.configured, serve_http_host)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from starlette.requests import HTTPConnection
 
 from serve_app.access import APIKeys, Credentials, handshake_credentials, key_id
 from serve_app.access_registry import AccessRegistry, Redemption
-from serve_app.admission import Admission, Admitted
-from serve_app.config import AppConfig
+from serve_app.admission import Admission, Admitted, check_exposure
+from serve_app.config import AppConfig, AuthConfig
 from serve_app.limits import POLICY_VIOLATION, CloseConnection
 
 KEY = "sk-voxray-unit-one"
@@ -231,3 +231,17 @@ async def test_keyless_secret_follows_the_loopback_rule() -> None:
 async def test_keyless_secret_is_refused_once_keys_are_configured() -> None:
     adm, _ = secret_admission(Redemption(status="ok", key_id=None), keys=[KEY])
     assert await refused(adm, handshake(), presented(SECRET)) == "invalid_client_secret"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.5", "::"])
+def test_no_keys_on_a_public_address_refuses_to_start(host: str) -> None:
+    with pytest.raises(RuntimeError, match="no API key configured"):
+        check_exposure(AuthConfig(api_keys_env=None), False, lambda: host)
+
+
+@pytest.mark.parametrize(
+    ("keys", "allow", "host"),
+    [(False, False, "127.0.0.1"), (False, False, None), (True, False, "0.0.0.0"), (False, True, "0.0.0.0")],
+)
+def test_exposure_that_is_allowed(keys: bool, allow: bool, host: str | None) -> None:
+    check_exposure(AuthConfig(api_keys_env=None, allow_unauthenticated=allow), keys, lambda: host)
