@@ -161,10 +161,8 @@ def handshake_credentials(headers: Mapping[str, str], subprotocols: Sequence[str
         headers: The request headers (case-insensitive mapping, as Starlette's).
         subprotocols: The offered ``Sec-WebSocket-Protocol`` values.
     """
-    token, source = None, None
-    auth = headers.get("authorization", "")
-    if auth[:7].lower() == "bearer " and auth[7:].strip():
-        token, source = auth[7:].strip(), "header"
+    token = bearer_token(headers)
+    source = "header" if token is not None else None
     plain = []
     for offered in subprotocols:
         if offered.startswith(KEY_SUBPROTOCOL_PREFIX):

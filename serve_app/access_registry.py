@@ -89,9 +89,7 @@ class AccessRegistry:
 
     def acquire(self, key_id: str, session_id: str, replica_id: str, limit: int) -> bool:
         """Take one of ``key_id``'s ``limit`` session slots for ``session_id``, if one is free."""
-        self._expire_leases()
-        in_use = sum(1 for kid, _, _ in self._leases.values() if kid == key_id)
-        if in_use >= limit:
+        if self.sessions_of(key_id) >= limit:
             return False
         self._leases[session_id] = (key_id, replica_id, time.monotonic() + LEASE_TTL_S)
         return True

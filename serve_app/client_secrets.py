@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from serve_app.access import bearer_token
+from serve_app.access import CLIENT_SECRET_PREFIX, bearer_token
 from serve_app.access_registry import ClientSecret
 from serve_app.config import AppConfig
 from serve_app.limits import CloseConnection
@@ -62,7 +62,7 @@ async def client_secret_response(
     try:
         admission.check_origin(request)
         token = bearer_token(request.headers)
-        if token is not None and token.startswith("ek_"):
+        if token is not None and token.startswith(CLIENT_SECRET_PREFIX):
             return _error(401, "invalid_api_key", "A client secret cannot mint client secrets.")
         kid = admission.check_api_key(request, token)
     except CloseConnection as refused:

@@ -205,20 +205,36 @@ def _deployment_name(handle: Any, default: str) -> str:
     return name if isinstance(name, str) else default
 
 
-class HandleASR:
-    """``ASRBackend`` over the ASR deployment's handle.
+class _RetryingHandle:
+    """What the three handle wrappers share: the handle, its deployment's name, retry policy.
 
     Args:
-        handle: The ASR deployment's ``DeploymentHandle``.
-        attempts: Calls per transcription when replicas die under it.
+        handle: The deployment's ``DeploymentHandle``.
+        default_name: Name for log lines when the handle does not tell its own.
+        stream: Call the deployment's streaming methods (``options(stream=True)``).
+        attempts: Calls per request when replicas die under it (before any output, for streams).
         backoff_s: Base pause between attempts.
     """
 
-    def __init__(self, handle: Any, attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> None:
-        self._handle = handle
-        self._name = _deployment_name(handle, "ASR")
+    def __init__(
+        self,
+        handle: Any,
+        default_name: str,
+        stream: bool = False,
+        attempts: int = ATTEMPTS,
+        backoff_s: float = BACKOFF_S,
+    ) -> None:
+        self._name = _deployment_name(handle, default_name)
+        self._handle = handle.options(stream=True) if stream else handle
         self._attempts = attempts
         self._backoff_s = backoff_s
+
+
+class HandleASR(_RetryingHandle):
+    """``ASRBackend`` over the ASR deployment's handle."""
+
+    def __init__(self, handle: Any, attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> None:
+        super().__init__(handle, "ASR", False, attempts, backoff_s)
 
     async def transcribe(self, pcm16: bytes, sample_rate: int, language: str | None) -> Transcript:
         """Transcribe on any ASR replica; retried on another if the replica dies meanwhile."""
@@ -229,20 +245,11 @@ class HandleASR:
         return await call_with_retry(self._name, "transcribe", call, self._attempts, self._backoff_s)
 
 
-class HandleLLM:
-    """``LLMBackend`` over the LLM deployment's streaming handle.
-
-    Args:
-        handle: The LLM deployment's ``DeploymentHandle``.
-        attempts: Calls per reply when replicas die before its first delta.
-        backoff_s: Base pause between attempts.
-    """
+class HandleLLM(_RetryingHandle):
+    """``LLMBackend`` over the LLM deployment's streaming handle."""
 
     def __init__(self, handle: Any, attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> None:
-        self._name = _deployment_name(handle, "LLM")
-        self._handle = handle.options(stream=True)
-        self._attempts = attempts
-        self._backoff_s = backoff_s
+        super().__init__(handle, "LLM", True, attempts, backoff_s)
 
     def chat(self, messages: list[ChatMessage], params: SamplingParams) -> AsyncIterator[str]:
         """Stream text deltas from any LLM replica (restarted elsewhere if it dies before the first)."""
@@ -255,20 +262,11 @@ class HandleLLM:
         )
 
 
-class HandleTTS:
-    """``TTSBackend`` over the TTS deployment's streaming handle.
-
-    Args:
-        handle: The TTS deployment's ``DeploymentHandle``.
-        attempts: Calls per phrase when replicas die before its first chunk.
-        backoff_s: Base pause between attempts.
-    """
+class HandleTTS(_RetryingHandle):
+    """``TTSBackend`` over the TTS deployment's streaming handle."""
 
     def __init__(self, handle: Any, attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> None:
-        self._name = _deployment_name(handle, "TTS")
-        self._handle = handle.options(stream=True)
-        self._attempts = attempts
-        self._backoff_s = backoff_s
+        super().__init__(handle, "TTS", True, attempts, backoff_s)
 
     def synthesize(self, text: str, voice: str | None) -> AsyncIterator[AudioChunk]:
         """Stream audio chunks from any TTS replica (restarted elsewhere if it dies before the first)."""

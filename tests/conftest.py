@@ -214,6 +214,31 @@ def serve_instance() -> Iterator[str]:
         ray.shutdown()
 
 
+def replica_names(app: str, deployment: str) -> list[str]:
+    """Names of the live replica actors of ``deployment`` in ``app`` (a killed one's is released).
+
+    Looked up in this driver's own cluster: the state API would need the dashboard, and with
+    other clusters on the machine its address detection may pick the wrong one.
+    """
+    import ray
+
+    prefix = f"SERVE_REPLICA::{app}#{deployment}#"
+    return sorted(
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == "serve" and a["name"].startswith(prefix)
+    )
+
+
+def kill_only_replica(app: str, deployment: str) -> None:
+    """``ray.kill`` the single replica of ``deployment`` (Serve starts a new one)."""
+    import ray
+
+    names = replica_names(app, deployment)
+    assert len(names) == 1, names
+    ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=False)
+
+
 def deploy_app(name: str, args: dict[str, Any]) -> str:
     """Deploy ``build_app(args)`` as app ``name`` at route prefix ``/name``; returns the prefix."""
     from ray import serve

@@ -15,13 +15,12 @@ from typing import Any
 
 import openai
 import pytest
-import ray
 import websockets
 from openai import AsyncOpenAI
 from ray import serve
 
 from serve_app.talk import TalkServerError, talk
-from tests.conftest import deploy_app
+from tests.conftest import deploy_app, kill_only_replica
 from tests.realtime_client import validate_server_event
 
 APP = "accessapp"
@@ -208,13 +207,7 @@ async def test_access_registry_restart_fails_closed_then_recovers(base: str) -> 
     http = base.replace("ws://", "http://") + "/v1"
     backend = AsyncOpenAI(api_key=KEY, base_url=http)
     secret = await backend.realtime.client_secrets.create()
-    names = [
-        a["name"]
-        for a in ray.util.list_named_actors(all_namespaces=True)
-        if a["name"].startswith(f"SERVE_REPLICA::{APP}#AccessRegistry#")
-    ]
-    assert len(names) == 1, names
-    ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=False)
+    await asyncio.to_thread(kill_only_replica, APP, "AccessRegistry")
     ws = await connect(base, additional_headers={"Authorization": f"Bearer {secret.value}"})
     event, close_code, _ = await first_event_and_close(ws)
     # Refused either way: retryably while the registry is down, or as unknown once it is back.

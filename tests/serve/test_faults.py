@@ -28,9 +28,8 @@ import pytest
 import ray
 from ray import serve
 from ray.exceptions import RayActorError
-from ray.util import list_named_actors
 
-from tests.conftest import deploy_app
+from tests.conftest import deploy_app, replica_names
 from tests.realtime_client import RealtimeTestClient
 
 APP = "faultapp"
@@ -90,16 +89,6 @@ def app_url(serve_instance: str) -> Iterator[str]:
         serve.delete(APP)
 
 
-def replica_names(deployment: str) -> list[str]:
-    """Names of the live replica actors of ``deployment`` (a killed one's name is released)."""
-    prefix = f"SERVE_REPLICA::{APP}#{deployment}#"
-    return sorted(
-        a["name"]
-        for a in list_named_actors(all_namespaces=True)
-        if a["namespace"] == "serve" and a["name"].startswith(prefix)
-    )
-
-
 @pytest.fixture
 def full_strength(app_url: str) -> str:
     """Wait until every model deployment has its two replicas again (after an earlier kill)."""
@@ -107,7 +96,7 @@ def full_strength(app_url: str) -> str:
     while time.monotonic() < deadline:
         deployments = serve.status().applications[APP].deployments
         if all(
-            deployments[name].replica_states == {"RUNNING": 2} and len(replica_names(name)) == 2
+            deployments[name].replica_states == {"RUNNING": 2} and len(replica_names(APP, name)) == 2
             for name in MODELS
         ):
             return app_url
@@ -139,7 +128,7 @@ async def kill_busy_replica(deployment: str, ready: Callable[[], bool], timeout_
     idle_since: dict[str, float] = {}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for name in replica_names(deployment):
+        for name in replica_names(APP, deployment):
             sent = time.perf_counter()
             actor = ray.get_actor(name, namespace="serve")
             try:

@@ -12,11 +12,10 @@ import time
 from typing import Any
 
 import pytest
-import ray
 import websockets
 from ray import serve
 
-from tests.conftest import deploy_app
+from tests.conftest import deploy_app, kill_only_replica
 from tests.realtime_client import validate_server_event
 
 APP = "limitsapp"
@@ -63,17 +62,6 @@ async def closing_error(ws: Any, timeout: float = 30) -> tuple[dict[str, Any] | 
 
 def ingress_stats(app: str) -> dict[str, Any]:
     return serve.get_deployment_handle("Ingress", app).stats.remote().result()
-
-
-def kill_ingress(app: str) -> None:
-    """``ray.kill`` the app's Ingress replica (found through this driver's own cluster)."""
-    names = [
-        a["name"]
-        for a in ray.util.list_named_actors(all_namespaces=True)
-        if a["name"].startswith(f"SERVE_REPLICA::{app}#Ingress#")
-    ]
-    assert len(names) == 1, names
-    ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=False)
 
 
 def rss_mb(pid: int) -> float:
@@ -137,7 +125,7 @@ async def test_ingress_restart_closes_sessions_with_service_restart(serve_instan
     await redeploy
     ws = await open_session(base)  # reconnecting works
     # A replica killed outright cannot say anything; the client must still see a close, not a hang.
-    await asyncio.to_thread(kill_ingress, app)
+    await asyncio.to_thread(kill_only_replica, app, "Ingress")
     _, code, _ = await closing_error(ws, timeout=60)
     assert code is not None and code != 1000
     serve.delete(app)
