@@ -17,6 +17,7 @@ BACKENDS: dict[str, dict[str, str]] = {
     },
     "llm": {
         "llamacpp": "deployments.backends.llamacpp_llm:LlamaCppLLM",
+        "router": "deployments.backends.llm_router:LLMRouter",
         "openai": "deployments.backends.openai_llm:OpenAILLM",
         "fake": "deployments.backends.fake:FakeLLM",
     },
