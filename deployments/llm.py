@@ -19,7 +19,15 @@ from deployments.types import ChatMessage, SamplingParams
 class LLMDeployment:
     """Wraps an ``LLMBackend`` chosen by config (``llm.backend``)."""
 
-    async def __init__(self, config: dict[str, Any]) -> None:
+    async def __init__(self, config: dict[str, Any], engines: dict[str, Any] | None = None) -> None:
+        """Build the backend.
+
+        Args:
+            config: An ``LLMConfig`` dump.
+            engines: Handles of the app's vLLM engine deployments by ``model_id``; bound here so
+                Serve deploys them, and named in ``stats``. Backends find them by name.
+        """
+        self._engines = dict(engines or {})
         self._backend = await load_backend("llm", config)
 
     async def chat(self, messages: list[ChatMessage], params: SamplingParams) -> AsyncIterator[str]:
@@ -33,4 +41,4 @@ class LLMDeployment:
 
     def stats(self) -> dict[str, Any]:
         """The backend's counters and the replica's CPU seconds (for cancellation checks)."""
-        return backend_stats(self._backend)
+        return {**backend_stats(self._backend), "engines": sorted(self._engines)}

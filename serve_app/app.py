@@ -9,6 +9,7 @@ from ray.serve import Application
 
 from deployments.asr import ASRDeployment
 from deployments.llm import LLMDeployment
+from deployments.llm_engines import build_engine_deployments
 from deployments.tts import TTSDeployment
 from serve_app.access_registry import AccessRegistry
 from serve_app.config import AppConfig
@@ -36,8 +37,18 @@ def load_config(args: dict[str, Any] | None) -> AppConfig:
         raise ConfigError("invalid voxray application args:\n" + "\n".join(lines)) from None
 
 
+def bind_llm(config: AppConfig) -> Application:
+    """The LLM deployment, with the app's vLLM engine deployments bound into it.
+
+    Binding the engines here is what makes Serve deploy them in this app; the ``serve_llm``
+    backend then reaches each by its deployment name.
+    """
+    engines = build_engine_deployments(config.llm_engines) if config.llm_engines else {}
+    return LLMDeployment.bind(config.llm.model_dump(), engines)
+
+
 def build_app(args: dict[str, Any] | None = None) -> Application:
-    """Compose the deployments: Ingress → (ASR, LLM, TTS, AccessRegistry).
+    """Compose the deployments: Ingress → (ASR, LLM → vLLM engines, TTS, AccessRegistry).
 
     Args:
         args: The ``args`` of the Serve config, validated by ``AppConfig``.
@@ -47,6 +58,6 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     """
     config = load_config(args)
     asr = ASRDeployment.bind(config.asr.model_dump())
-    llm = LLMDeployment.bind(config.llm.model_dump())
+    llm = bind_llm(config)
     tts = TTSDeployment.bind(config.tts.model_dump())
     return Ingress.bind(config.model_dump(), asr, llm, tts, AccessRegistry.bind())

@@ -6,10 +6,11 @@ misspelt or unknown field fails at start-up with its dotted name in the error.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from deployments.llm_engines import check_engine_config, engine_model_id
 from deployments.registry import backend_class, known_backends
 
 
@@ -27,56 +28,73 @@ class BackendConfig(_Strict):
         options: Engine options, validated by the backend's own ``Options`` model.
     """
 
+    MODALITY: ClassVar[str]
+
     backend: str
     model: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _check_backend_and_options(self) -> BackendConfig:
-        modality = self._modality()
-        if self.backend not in known_backends(modality) and ":" not in self.backend:
-            raise ValueError(
-                f"unknown {modality} backend {self.backend!r}; known: {sorted(known_backends(modality))}"
-            )
-        cls = backend_class(modality, self.backend)
-        cls.Options.model_validate(self.options)
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _default_model_follows_backend(cls, data: Any) -> Any:
+        # The default model belongs to the default backend: another backend named without a
+        # model gets None, which means that backend's own default.
+        default_backend = cls.model_fields["backend"].default
+        if (
+            isinstance(data, dict)
+            and "model" not in data
+            and data.get("backend", default_backend) != default_backend
+        ):
+            return {**data, "model": None}
+        return data
 
-    def _modality(self) -> str:
-        raise NotImplementedError
+    @field_validator("backend")
+    @classmethod
+    def _check_backend(cls, backend: str) -> str:
+        if backend not in known_backends(cls.MODALITY) and ":" not in backend:
+            raise ValueError(
+                f"unknown {cls.MODALITY} backend {backend!r}; known: {sorted(known_backends(cls.MODALITY))}"
+            )
+        return backend
+
+    @field_validator("options")
+    @classmethod
+    def _check_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # A field validator, so an error's location reads ``llm.options.<field>``.
+        backend = info.data.get("backend")
+        if backend is not None:  # None: the backend itself was invalid and is reported
+            backend_class(cls.MODALITY, backend).Options.model_validate(options)
+        return options
 
 
 class ASRConfig(BackendConfig):
     """Speech recognition deployment."""
 
+    MODALITY: ClassVar[str] = "asr"
+
     backend: str = "faster_whisper"
     model: str | None = "bundled:whisper-base"
     language: str | None = "en"
 
-    def _modality(self) -> str:
-        return "asr"
-
 
 class LLMConfig(BackendConfig):
     """Language model deployment."""
+
+    MODALITY: ClassVar[str] = "llm"
 
     backend: str = "llamacpp"
     model: str | None = "bundled:qwen2.5-coder-0.5b-instruct-q4_k_m"
     max_tokens: int = Field(default=120, ge=1, le=8192)
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
 
-    def _modality(self) -> str:
-        return "llm"
-
 
 class TTSConfig(BackendConfig):
     """Speech synthesis deployment."""
 
+    MODALITY: ClassVar[str] = "tts"
+
     backend: str = "piper"
     model: str | None = "bundled:piper-joe-medium"
-
-    def _modality(self) -> str:
-        return "tts"
 
 
 class VADConfig(_Strict):
@@ -202,12 +220,50 @@ class AuthConfig(_Strict):
 
 
 class AppConfig(_Strict):
-    """Everything ``build_app`` needs; the ``args`` of ``configs/*.yaml``."""
+    """Everything ``build_app`` needs; the ``args`` of ``configs/*.yaml``.
+
+    Attributes:
+        llm_engines: vLLM engines served in this app by Ray Serve's LLM stack, each a
+            ``ray.serve.llm.LLMConfig`` (``model_loading_config``, ``engine_kwargs``,
+            ``deployment_config``, ...). The ``serve_llm`` LLM backend (directly, or as a
+            route of the ``router`` backend) chats with one by its ``model_id``.
+    """
 
     asr: ASRConfig = Field(default_factory=ASRConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    llm_engines: list[dict[str, Any]] = Field(default_factory=list)
     tts: TTSConfig = Field(default_factory=TTSConfig)
     vad: VADConfig = Field(default_factory=VADConfig)
     session: SessionDefaults = Field(default_factory=SessionDefaults)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+
+    @model_validator(mode="after")
+    def _check_llm_engines(self) -> AppConfig:
+        model_ids = [engine_model_id(engine) for engine in self.llm_engines]
+        duplicates = sorted({m for m in model_ids if model_ids.count(m) > 1})
+        if duplicates:
+            raise ValueError(f"llm_engines: model_id {duplicates} appears more than once")
+        for engine in self.llm_engines:
+            check_engine_config(engine)
+        for model in _serve_llm_models(self.llm):
+            if model not in model_ids:
+                raise ValueError(
+                    f"the serve_llm backend's model {model!r} names no llm_engines entry "
+                    f"(model_ids: {model_ids}); set options.app_name for an engine in another app"
+                )
+        return self
+
+
+def _serve_llm_models(llm: LLMConfig) -> list[str | None]:
+    """Models of the ``serve_llm`` backends (direct or router routes) meant for this app's engines."""
+    routes = [{"backend": llm.backend, "model": llm.model, "options": llm.options}]
+    if llm.backend == "router":
+        routes = [route for group in llm.options.get("groups", {}).values() for route in group]
+    return [
+        route.get("model")
+        for route in routes
+        if route.get("backend") == "serve_llm"
+        and not (route.get("options") or {}).get("app_name")
+        and not (route.get("options") or {}).get("deployment")
+    ]

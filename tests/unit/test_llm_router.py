@@ -368,8 +368,7 @@ def test_route_names_default_to_backend_and_model_and_must_be_unique() -> None:
 def _config_errors(llm: dict[str, Any]) -> list[str]:
     """Errors of an ``llm`` config block as ``build_app`` reports them: ``dotted.path: message``.
 
-    Paths are relative to ``llm.options``: ``LLMConfig`` validates options inside its own
-    validator and pydantic merges those errors without the ``options`` segment.
+    Paths are relative to ``llm``, as ``build_app`` reports them (``llm.options.groups...``).
     """
     with pytest.raises(ValidationError) as info:
         LLMConfig.model_validate(llm)
@@ -380,26 +379,26 @@ def test_a_typo_in_a_route_option_fails_at_config_time_with_its_path() -> None:
     typo = {"name": "x", "backend": "openai", "model": "m", "options": {"bsae_url": "http://h/v1"}}
     errors = _config_errors({"backend": "router", "options": {"groups": {"default": [typo]}}})
     assert errors == [
-        "groups.default.0.options.base_url: Field required",
-        "groups.default.0.options.bsae_url: Extra inputs are not permitted",
+        "options.groups.default.0.options.base_url: Field required",
+        "options.groups.default.0.options.bsae_url: Extra inputs are not permitted",
     ]
 
 
 @pytest.mark.parametrize(
     ("entry", "expected"),
     [
-        ({"backend": "router"}, "groups.default.0: Value error, a route cannot be another router"),
+        ({"backend": "router"}, "options.groups.default.0: Value error, a route cannot be another router"),
         (
             {"backend": "deployments.backends.llm_router:LLMRouter"},
-            "groups.default.0: Value error, a route cannot be another router",
+            "options.groups.default.0: Value error, a route cannot be another router",
         ),
-        ({"backend": "nope"}, "groups.default.0: Value error, unknown llm backend 'nope'; known: ["),
-        ({"backend": "no_such_module:X"}, "groups.default.0: Value error, No module named 'no_such_module'"),
-        ({"backend": "asyncio:sleep"}, "groups.default.0: Value error, 'asyncio:sleep' is not a backend"),
-        ({"backend": "fake", "bogus": 1}, "groups.default.0.bogus: Extra inputs are not permitted"),
+        ({"backend": "nope"}, "options.groups.default.0: Value error, unknown llm backend 'nope'; known: ["),
+        ({"backend": "no_such_module:X"}, "options.groups.default.0: Value error, No module named 'no_such_module'"),
+        ({"backend": "asyncio:sleep"}, "options.groups.default.0: Value error, 'asyncio:sleep' is not a backend"),
+        ({"backend": "fake", "bogus": 1}, "options.groups.default.0.bogus: Extra inputs are not permitted"),
         (
             {"backend": "fake", "options": {"reply": 3}},
-            "groups.default.0.options.reply: Input should be a valid string",
+            "options.groups.default.0.options.reply: Input should be a valid string",
         ),
     ],
 )
@@ -411,10 +410,10 @@ def test_bad_routes_fail_at_config_time(entry: dict[str, Any], expected: str) ->
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        ({"groups": {}}, "groups: Dictionary should have at least 1 item"),
-        ({"groups": {"default": []}}, "groups.default: List should have at least 1 item"),
-        ({"groups": {"default": [{"backend": "fake"}]}, "retries": -1}, "retries: Input should be greater"),
-        ({"groups": {"default": [{"backend": "fake"}]}, "cooldwn_s": 1}, "cooldwn_s: Extra inputs"),
+        ({"groups": {}}, "options.groups: Dictionary should have at least 1 item"),
+        ({"groups": {"default": []}}, "options.groups.default: List should have at least 1 item"),
+        ({"groups": {"default": [{"backend": "fake"}]}, "retries": -1}, "options.retries: Input should be greater"),
+        ({"groups": {"default": [{"backend": "fake"}]}, "cooldwn_s": 1}, "options.cooldwn_s: Extra inputs"),
     ],
 )
 def test_bad_router_options_fail_at_config_time(options: dict[str, Any], expected: str) -> None:

