@@ -1,7 +1,26 @@
 #!/usr/bin/env bash
-# Installs what is missing, then runs the whole test suite. Extra arguments go to pytest.
-# Exits non-zero when any test fails, and when no test ran (pytest's exit code 5).
+# Installs what is missing, then runs the whole test suite. Extra arguments go to pytest
+# (then only the main venv's run happens). Exits non-zero when any test fails, and when no
+# test ran (pytest's exit code 5).
+#
+# With no arguments it also runs the GPU engines' real code paths on this CPU, each in its
+# own venv (scripts/setup-engines.sh): vLLM (tests/models/test_vllm_engine.py) and NeMo
+# (tests/models/test_nemo_*.py). There, a missing engine fails instead of skipping
+# (VOXRAY_REQUIRE_ENGINES). VOXRAY_SKIP_ENGINES=1 leaves them out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q -ra "${@:-tests}"
+if [ $# -gt 0 ]; then
+  exec .venv/bin/python -m pytest -q -ra "$@"
+fi
+
+status=0
+.venv/bin/python -m pytest -q -ra tests || status=$?
+if [ "${VOXRAY_SKIP_ENGINES:-0}" != 1 ]; then
+  bash scripts/setup-engines.sh
+  VOXRAY_REQUIRE_ENGINES=vllm .venv-vllm/bin/python -m pytest -q -ra tests/models/test_vllm_engine.py \
+    || status=$((status ? status : $?))
+  VOXRAY_REQUIRE_ENGINES=nemo .venv-nemo/bin/python -m pytest -q -ra tests/models/test_nemo_asr.py \
+    tests/models/test_nemo_tts.py || status=$((status ? status : $?))
+fi
+exit "$status"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -122,3 +123,28 @@ async def test_cancelling_aborts_the_request_in_the_engine(llm_handle: Any) -> N
     while (await engine_stats())["unfinished_requests"] != 0:
         assert time.monotonic() < deadline, "vLLM still holds the second cancelled request"
         await asyncio.sleep(0.1)
+
+
+def test_gpu_config_builds_its_vllm_engine_on_a_gpu_share() -> None:
+    # configs/gpu.yaml through Ray's own LLMConfig and build_llm_deployment (nothing deployed).
+    import yaml
+
+    from deployments.llm_engines import build_engine_deployments
+    from serve_app.app import build_app
+
+    gpu_yaml = Path(__file__).resolve().parents[2] / "configs" / "gpu.yaml"
+    args = yaml.safe_load(gpu_yaml.read_text())["applications"][0]["args"]
+    assert build_app(args) is not None
+    [engine] = build_engine_deployments(args["llm_engines"]).values()
+    deployment = engine._bound_deployment
+    assert deployment.name == engine_deployment_name("llama-3.2-3b-instruct")
+    [bundle] = deployment._replica_config.placement_group_bundles
+    assert bundle["GPU"] == 0.5
+    assert deployment._deployment_config.autoscaling_config.max_replicas == 4
+
+
+def test_an_invalid_engine_entry_fails_at_config_time() -> None:
+    from serve_app.app import ConfigError
+
+    with pytest.raises(ConfigError, match="engine_kwargs"):
+        load_config({"llm_engines": [{"model_loading_config": {"model_id": "m"}, "engine_kwargs": "fast"}]})
