@@ -13,6 +13,7 @@ from typing import Any
 BACKENDS: dict[str, dict[str, str]] = {
     "asr": {
         "faster_whisper": "deployments.backends.faster_whisper_asr:FasterWhisperASR",
+        "nemo": "deployments.backends.nemo_asr:NemoASR",
         "fake": "deployments.backends.fake:FakeASR",
     },
     "llm": {
@@ -23,6 +24,7 @@ BACKENDS: dict[str, dict[str, str]] = {
     },
     "tts": {
         "piper": "deployments.backends.piper_tts:PiperTTS",
+        "nemo": "deployments.backends.nemo_tts:NemoTTS",
         "fake": "deployments.backends.fake:FakeTTS",
     },
 }
