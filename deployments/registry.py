@@ -20,6 +20,7 @@ BACKENDS: dict[str, dict[str, str]] = {
         "llamacpp": "deployments.backends.llamacpp_llm:LlamaCppLLM",
         "router": "deployments.backends.llm_router:LLMRouter",
         "openai": "deployments.backends.openai_llm:OpenAILLM",
+        "serve_llm": "deployments.backends.serve_llm:ServeLLM",
         "fake": "deployments.backends.fake:FakeLLM",
     },
     "tts": {
