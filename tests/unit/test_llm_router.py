@@ -393,8 +393,14 @@ def test_a_typo_in_a_route_option_fails_at_config_time_with_its_path() -> None:
             "options.groups.default.0: Value error, a route cannot be another router",
         ),
         ({"backend": "nope"}, "options.groups.default.0: Value error, unknown llm backend 'nope'; known: ["),
-        ({"backend": "no_such_module:X"}, "options.groups.default.0: Value error, No module named 'no_such_module'"),
-        ({"backend": "asyncio:sleep"}, "options.groups.default.0: Value error, 'asyncio:sleep' is not a backend"),
+        (
+            {"backend": "no_such_module:X"},
+            "options.groups.default.0: Value error, No module named 'no_such_module'",
+        ),
+        (
+            {"backend": "asyncio:sleep"},
+            "options.groups.default.0: Value error, 'asyncio:sleep' is not a backend",
+        ),
         ({"backend": "fake", "bogus": 1}, "options.groups.default.0.bogus: Extra inputs are not permitted"),
         (
             {"backend": "fake", "options": {"reply": 3}},
@@ -412,7 +418,10 @@ def test_bad_routes_fail_at_config_time(entry: dict[str, Any], expected: str) ->
     [
         ({"groups": {}}, "options.groups: Dictionary should have at least 1 item"),
         ({"groups": {"default": []}}, "options.groups.default: List should have at least 1 item"),
-        ({"groups": {"default": [{"backend": "fake"}]}, "retries": -1}, "options.retries: Input should be greater"),
+        (
+            {"groups": {"default": [{"backend": "fake"}]}, "retries": -1},
+            "options.retries: Input should be greater",
+        ),
         ({"groups": {"default": [{"backend": "fake"}]}, "cooldwn_s": 1}, "options.cooldwn_s: Extra inputs"),
     ],
 )
