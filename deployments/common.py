@@ -41,3 +41,17 @@ def backend_stats(backend: Any) -> dict[str, Any]:
     Tests read ``process_cpu_s`` twice to check that a cancelled turn stopped costing CPU.
     """
     return {**backend.stats(), "process_cpu_s": time.process_time()}
+
+
+def error_summary(exc: BaseException, limit: int = 300) -> str:
+    """``Class: first line`` of an error: short enough for a client, a log line or stats.
+
+    A model's exception that crossed a Ray call arrives as ``RayTaskError``, whose text is
+    the remote traceback (file paths, code); its cause's own message is what is summarised.
+    """
+    from ray.exceptions import RayTaskError
+
+    cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
+    text = str(cause).strip()
+    first = text.splitlines()[0][:limit] if text else ""
+    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__

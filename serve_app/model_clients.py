@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from ray.exceptions import RayActorError, RayTaskError
 
+from deployments.common import error_summary
 from deployments.types import (
     ASRBackend,
     AudioChunk,
@@ -82,13 +83,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def client_error_text(exc: BaseException) -> str:
-    """What a client may read about a model failure: the error's class and first line.
-
-    A model's exception arrives as Ray's ``RayTaskError``, whose text is the remote
-    traceback (file paths, code); the cause's own message is what the client needs.
-    """
-    cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
-    return f"{type(cause).__name__}: {_first_line(cause)[:300]}"
+    """What a client may read about a model failure: the error's class and first line."""
+    return error_summary(exc)
 
 
 def _log_retry(deployment: str, method: str, attempt: int, attempts: int, exc: BaseException) -> None:

@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from deployments.backends.base import Backend
+from deployments.common import error_summary
 from deployments.registry import backend_class
 from deployments.types import ChatMessage, SamplingParams
 
@@ -33,13 +34,6 @@ DEFAULT_GROUP = "default"
 
 class LLMRoutingError(RuntimeError):
     """Every route of the group failed, or a route failed after its reply had started."""
-
-
-def _describe(exc: BaseException) -> str:
-    """``Class: first line``: short enough for a client-facing error and a log line."""
-    text = str(exc).strip()
-    first = text.splitlines()[0][:200] if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _ctx(error: Any) -> dict[str, Any]:
@@ -181,7 +175,7 @@ class LLMRouter(Backend):
             backend = backend_class("llm", spec.backend)(spec.model, spec.options)
         except Exception as exc:
             raise LLMRoutingError(
-                f"LLM route {group}/{spec.name} could not be built: {_describe(exc)}"
+                f"LLM route {group}/{spec.name} could not be built: {error_summary(exc)}"
             ) from exc
         return _Route(spec.name, backend)
 
@@ -200,7 +194,7 @@ class LLMRouter(Backend):
     def _failed(self, route: _Route, exc: BaseException, *, now_unhealthy: bool = False) -> None:
         route.failures += 1
         route.consecutive_failures += 1
-        route.last_error = _describe(exc)
+        route.last_error = error_summary(exc)
         if now_unhealthy:
             route.consecutive_failures = max(route.consecutive_failures, self.options.unhealthy_after)
         if route.consecutive_failures >= self.options.unhealthy_after:
@@ -288,7 +282,7 @@ class LLMRouter(Backend):
                             route.name,
                             attempt + 1,
                             1 + self.options.retries,
-                            _describe(error),
+                            error_summary(error),
                         )
                     self._failed(route, error)
                     errors[route.name] = f"{route.name}: {route.last_error}"
@@ -315,7 +309,7 @@ class LLMRouter(Backend):
                 try:
                     await route.backend.warmup()
                 except Exception as exc:
-                    logger.warning("LLM route %s/%s failed warmup: %s", group, route.name, _describe(exc))
+                    logger.warning("LLM route %s/%s failed warmup: %s", group, route.name, error_summary(exc))
                     self._failed(route, exc, now_unhealthy=True)
                     failed.add(id(route))
         served = self._groups[self.group]
