@@ -14,16 +14,13 @@ NeMo and torch are imported only in the constructor, so validating a config neve
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Generator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.backends.base import Backend, stream_from_worker
 from deployments.backends.nemo_asr import DEVICE_PATTERN, load_nemo_model, resolve_device
-from deployments.types import AudioChunk
+from deployments.backends.sentence_tts import SentenceTTS
 
 DEFAULT_MODEL = "nvidia/tts_en_fastpitch"
 DEFAULT_VOCODER = "nvidia/tts_hifigan"
@@ -57,7 +54,7 @@ class NemoTTSOptions(BaseModel):
     normalize_text: bool = True
 
 
-class NemoTTS(Backend):
+class NemoTTS(SentenceTTS):
     """Synthesise speech with NeMo FastPitch + HiFi-GAN, streamed as PCM16 at the vocoder's rate.
 
     One model is one voice: ``synthesize`` accepts any ``voice`` (e.g. an OpenAI voice name
@@ -87,53 +84,12 @@ class NemoTTS(Backend):
                 f"spectrogram model {self.model_spec!r} is made for {generator_rate} Hz but "
                 f"vocoder {opts.vocoder!r} for {self.sample_rate} Hz"
             )
-        self._chunk_bytes = max(2, int(self.sample_rate * opts.chunk_ms / 1000) * 2)
-        # One worker: one synthesis at a time keeps the device's work in order and the
-        # replica within its CPU budget; the models are small, phrases short.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nemo-tts")
-        # Counters are only written by the single worker thread.
-        self._active = 0
-        self._sentences = 0
-        self._chunks = 0
-        self._aborted = 0
+        self._init_streaming(opts.chunk_ms, thread_name="nemo-tts")
 
-    def synthesize(self, text: str, voice: str | None) -> AsyncIterator[AudioChunk]:
-        """Stream ``text`` as PCM16 chunks at :attr:`sample_rate`; ``voice`` is ignored.
-
-        Closing the iterator stops synthesis before the next sentence.
-        """
-
-        def produce(emit: Callable[[AudioChunk], None], stop: threading.Event) -> None:
-            self._synthesize(text, emit, stop)
-
-        return stream_from_worker(self._executor, produce)
-
-    def _synthesize(self, text: str, emit: Callable[[AudioChunk], None], stop: threading.Event) -> None:
-        if stop.is_set():
-            self._aborted += 1
-            return
-        sentences = split_sentences(text)
-        if not sentences:
-            return
-        self._active += 1
-        aborted = False
-        try:
-            for sentence in sentences:
-                # Checked before paying for the next sentence, and between its chunks.
-                if stop.is_set():
-                    aborted = True
-                    return
-                pcm, step = self._sentence_pcm16(sentence), self._chunk_bytes
-                self._sentences += 1
-                for start in range(0, len(pcm), step):
-                    if stop.is_set():
-                        aborted = True
-                        return
-                    self._chunks += 1
-                    emit(AudioChunk(pcm16=pcm[start : start + step], sample_rate=self.sample_rate))
-        finally:
-            self._active -= 1
-            self._aborted += aborted
+    def _sentence_audio(self, text: str) -> Generator[bytes, None, None]:
+        """Sentences split at end punctuation, each synthesised when asked for."""
+        for sentence in split_sentences(text):
+            yield self._sentence_pcm16(sentence)
 
     def _sentence_pcm16(self, sentence: str) -> bytes:
         """One sentence through FastPitch and HiFi-GAN: mono PCM16 at :attr:`sample_rate`."""
@@ -152,21 +108,6 @@ class NemoTTS(Backend):
             audio = self._vocoder.convert_spectrogram_to_audio(spec=spectrogram)
         samples = audio[0].float().cpu().numpy()
         return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-
-    async def warmup(self) -> None:
-        """Synthesise one short word."""
-        async for _ in self.synthesize("Hello.", None):
-            pass
-
-    def stats(self) -> dict[str, Any]:
-        """Counters: ``active_syntheses``, ``sentences_synthesized``, ``chunks_sent`` and
-        ``aborted_syntheses`` (stopped by the consumer before the end)."""
-        return {
-            "active_syntheses": self._active,
-            "sentences_synthesized": self._sentences,
-            "chunks_sent": self._chunks,
-            "aborted_syntheses": self._aborted,
-        }
 
 
 def split_sentences(text: str) -> list[str]:

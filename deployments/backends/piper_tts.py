@@ -9,17 +9,14 @@ worker stops before the next sentence.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.backends.base import Backend, stream_from_worker
+from deployments.backends.sentence_tts import SentenceTTS
 from deployments.models import model_file, resolve_model
-from deployments.types import AudioChunk
 
 DEFAULT_MODEL = "bundled:piper-joe-medium"
 
@@ -46,7 +43,7 @@ class PiperOptions(BaseModel):
     num_threads: int = Field(default=2, ge=1)
 
 
-class PiperTTS(Backend):
+class PiperTTS(SentenceTTS):
     """Synthesise speech with a Piper voice, streamed in ``chunk_ms`` chunks at the voice's rate.
 
     One model is one voice (``en_US-joe-medium`` is ``"joe"``). ``synthesize`` accepts
@@ -87,68 +84,16 @@ class PiperTTS(Backend):
         )
         self.sample_rate: int = config.sample_rate
         self.voice_name = _voice_name(self.model_path)
-        self._chunk_bytes = max(2, int(self.sample_rate * opts.chunk_ms / 1000) * 2)
-        # One worker: espeak-ng phonemisation is not thread-safe, and one synthesis at a
-        # time keeps the replica within its CPU budget.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper")
-        self._active = 0
-        self._sentences = 0
-        self._chunks = 0
-        self._aborted = 0
+        self._init_streaming(opts.chunk_ms, thread_name="piper")
 
-    def synthesize(self, text: str, voice: str | None) -> AsyncIterator[AudioChunk]:
-        """Stream ``text`` as PCM16 chunks at :attr:`sample_rate`; see the class for ``voice``.
-
-        Closing the iterator stops synthesis before the next sentence.
-        """
-
-        def produce(emit: Callable[[AudioChunk], None], stop: threading.Event) -> None:
-            self._synthesize(text, emit, stop)
-
-        return stream_from_worker(self._executor, produce)
-
-    def _synthesize(self, text: str, emit: Callable[[AudioChunk], None], stop: threading.Event) -> None:
-        if stop.is_set():
-            self._aborted += 1
-            return
-        if not text.strip():
-            return
-        self._active += 1
-        aborted = False
+    def _sentence_audio(self, text: str) -> Generator[bytes, None, None]:
+        """Piper's own sentence split; each sentence is synthesised when asked for."""
         sentences = self._voice.synthesize(text, self._syn_config)
         try:
             for sentence in sentences:
-                self._sentences += 1
-                pcm, step = sentence.audio_int16_bytes, self._chunk_bytes
-                for start in range(0, len(pcm), step):
-                    if stop.is_set():
-                        aborted = True
-                        return
-                    self._chunks += 1
-                    emit(AudioChunk(pcm16=pcm[start : start + step], sample_rate=self.sample_rate))
-                # The next iteration synthesises the next sentence: check before paying for it.
-                if stop.is_set():
-                    aborted = True
-                    return
+                yield sentence.audio_int16_bytes
         finally:
             sentences.close()  # type: ignore[attr-defined]
-            self._active -= 1
-            self._aborted += aborted
-
-    async def warmup(self) -> None:
-        """Synthesise one short word."""
-        async for _ in self.synthesize("Hello.", None):
-            pass
-
-    def stats(self) -> dict[str, Any]:
-        """Counters: ``active_syntheses``, ``sentences_synthesized``, ``chunks_sent`` and
-        ``aborted_syntheses`` (stopped by the consumer before the end)."""
-        return {
-            "active_syntheses": self._active,
-            "sentences_synthesized": self._sentences,
-            "chunks_sent": self._chunks,
-            "aborted_syntheses": self._aborted,
-        }
 
 
 def _voice_name(model_path: Path) -> str:
