@@ -2,8 +2,8 @@
 
 The order matters: a browser page from a foreign origin is refused before its key is even
 looked at, and nothing about capacity or models is revealed to unauthenticated clients.
-Also here: the two facts about the surrounding Serve instance the Ingress needs, read
-through Ray internals and degrading to ``None`` when those change.
+Also here: the host the surrounding Serve instance binds to, read through Ray internals
+and degrading to ``None`` when those change (the replica's drain is ``serve_app.drain``).
 """
 
 from __future__ import annotations
@@ -153,30 +153,4 @@ def serve_http_host() -> str | None:
         return str(ray.get(controller.get_http_config.remote(), timeout=10).host)
     except Exception as exc:  # an internal API: never let it stop the server
         logger.warning("could not read Serve's HTTP host (%s); relying on client addresses", exc)
-        return None
-
-
-def replica_draining_probe() -> Callable[[], bool] | None:
-    """A function telling whether this Serve replica has begun its graceful shutdown.
-
-    Serve waits for a replica's open requests before stopping it, and a WebSocket stays
-    open as long as its client wants, so without this the replica would be killed under
-    its sessions at the end of ``graceful_shutdown_timeout_s`` and clients would see an
-    abnormal close. Seeing the drain start, the Ingress closes its sessions with 1012
-    (reconnect) instead. Serve has no public hook for it; this reads the replica's own
-    flag and returns ``None`` (no probe) where that is not possible.
-    """
-    try:
-        import ray
-
-        worker = ray._private.worker.global_worker
-        actor_id = ray.get_runtime_context().get_actor_id()
-        by_hex = {(k.hex() if hasattr(k, "hex") else k): a for k, a in worker.actors.items()}
-        actor = by_hex.get(actor_id)
-        replica = getattr(actor, "_replica_impl", None)
-        if replica is None or not hasattr(replica, "_shutting_down"):
-            raise LookupError("no Serve replica in this process")
-        return lambda: bool(replica._shutting_down)
-    except Exception as exc:
-        logger.warning("cannot watch for replica shutdown (%s); sessions end when it is killed", exc)
         return None

@@ -28,13 +28,13 @@ from serve_app.admission import (
     Admission,
     Admitted,
     check_exposure,
-    replica_draining_probe,
     serve_http_host,
 )
 from serve_app.client_secrets import client_secret_response
 from serve_app.config import AppConfig
 from serve_app.connection import Connection
-from serve_app.limits import POLICY_VIOLATION, SERVICE_RESTART, TRY_AGAIN_LATER, CloseConnection
+from serve_app.drain import replica_drain, server_restarting
+from serve_app.limits import POLICY_VIOLATION, TRY_AGAIN_LATER, CloseConnection
 from serve_app.model_clients import HandleASR, HandleLLM, HandleTTS, ModelClients
 from serve_app.session import Session
 from serve_app.vad import SileroVAD
@@ -74,7 +74,7 @@ class Ingress:
         self._connections: dict[str, Connection] = {}
         self._refused: collections.Counter[str] = collections.Counter()
         self._sweeper: asyncio.Task[None] | None = None
-        self._draining = replica_draining_probe()
+        self._drain = replica_drain()
         check_exposure(self._config.auth, self._keys.configured, serve_http_host)
 
     @api.get("/healthz")
@@ -88,7 +88,13 @@ class Ingress:
         return {**self._health(), "pid": os.getpid(), "outbound_queued_bytes": queued}
 
     def _health(self) -> dict[str, Any]:
-        return {"status": "ok", "sessions": len(self._connections), "refused": dict(self._refused)}
+        draining = self._drain is not None and self._drain.draining(time.monotonic())
+        return {
+            "status": "ok",
+            "sessions": len(self._connections),
+            "draining": draining,
+            "refused": dict(self._refused),
+        }
 
     @api.post("/v1/realtime/client_secrets")
     async def client_secrets(self, request: Request) -> JSONResponse:
@@ -106,6 +112,8 @@ class Ingress:
             self._config, self._models, self._vad.stream(), connection.emit, vad_batcher=self._vad_batcher
         )
         try:
+            if self._drain is not None and self._drain.draining(time.monotonic()):
+                raise server_restarting()  # routed here just before the router saw the drain
             admitted = await self._admission.admit(websocket, credentials)
             self._check_capacity()
             if not await self._take_key_slot(session.id, admitted):
@@ -190,17 +198,11 @@ class Ingress:
                 logger.exception("connection sweep failed")
 
     def _sweep(self, now: float) -> None:
-        """End connections over a limit, on a revoked key, or on a draining replica."""
-        if self._draining is not None and self._connections and self._draining():
-            restart = CloseConnection(
-                SERVICE_RESTART,
-                "server_shutting_down",
-                "This voxray server is restarting; reconnect to continue.",
-                reason="server restarting; reconnect",
-                error_type="server_error",
-            )
+        """End connections over a limit, on a revoked key, or outliving a draining replica."""
+        if self._drain is not None and self._connections and self._drain.sessions_must_end(now):
+            logger.info("replica draining: ending %d sessions before it stops", len(self._connections))
             for connection in self._connections.values():
-                connection.end(restart)
+                connection.end(server_restarting())
             return
         valid_keys = self._keys.valid_ids() if self._keys.configured else None
         for connection in self._connections.values():

@@ -205,7 +205,10 @@ def serve_instance() -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # Logical CPUs only: they let several apps' replicas fit; real use is set by the engines.
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # address="local": a new cluster even if this machine runs another one (`ray start`).
+    ray.init(
+        address="local", num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         yield f"ws://127.0.0.1:{port}"

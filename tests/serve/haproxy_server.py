@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from serve_app.serve_env import SERVE_ENVIRONMENT
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -59,6 +61,61 @@ def process_rss_mb(marker: str, title: str) -> float | None:
     return None
 
 
+def haproxy_environment(stats_port: int) -> tuple[dict[str, str], str]:
+    """This process's environment plus Serve's as ``scripts/run.sh`` sets it (HAProxy mode).
+
+    Everything HAProxy mode opens gets a free port, so the cluster runs beside others.
+    Also returns a ``NAME=value`` marker set in the environment, unique to this cluster,
+    by which its processes are found (``process_rss_mb``).
+    """
+    http_base = random.randrange(20_000, 29_000, 400)
+    marker = f"VOXRAY_TEST_SERVER={uuid.uuid4().hex}"
+    env = {
+        **os.environ,
+        **SERVE_ENVIRONMENT,
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+        # Replica ports: a random window below Linux's ephemeral range, away from the defaults.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http_base),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http_base + 200),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(http_base + 200),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(http_base + 400),
+        marker.split("=")[0]: marker.split("=")[1],
+    }
+    env.pop("RAY_ADDRESS", None)
+    return env, marker
+
+
+def haproxy_servers(stats_port: int) -> list[dict[str, str]]:
+    """HAProxy's stats page as rows (``pxname``, ``svname``, ``status``, ``scur``...)."""
+    url = f"http://127.0.0.1:{stats_port}/stats;csv"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    return [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
+
+
+def ingress_servers_up(stats_port: int) -> list[dict[str, str]]:
+    """The Ingress replicas HAProxy routes to directly (not its backup, Serve's Python proxy)."""
+    return [
+        row
+        for row in haproxy_servers(stats_port)
+        if row["svname"].startswith("SERVE_REPLICA_voxray-Ingress") and row["status"].startswith("UP")
+    ]
+
+
+def stop_process_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    """Send ``sig``, wait up to a minute, then kill whatever of the process group is left."""
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
 class HAProxyServer:
     """A running ``serve run``: its URL, process and health."""
 
@@ -83,12 +140,7 @@ class HAProxyServer:
         Until its health checks pass, HAProxy uses its backup server, Serve's Python proxy,
         which would hide the back-pressure under test.
         """
-        url = f"http://127.0.0.1:{self.stats_port}/stats;csv"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            rows = response.read().decode().splitlines()
-        return any(
-            r.split(",")[1].startswith("SERVE_REPLICA_voxray-Ingress") and ",UP" in r for r in rows[1:]
-        )
+        return bool(ingress_servers_up(self.stats_port))
 
     def ingress_rss_mb(self) -> float | None:
         """RSS of the Ingress replica process."""
@@ -106,26 +158,10 @@ def haproxy_server(args: dict[str, Any], workdir: Path, timeout_s: float = 300) 
             {"name": "voxray", "route_prefix": "/", "import_path": "serve_app.app:build_app", "args": args}
         ],
     }
-    http_base = random.randrange(20_000, 29_000, 400)
     stats_port = free_port()
     config_path = workdir / "serve.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    env = {
-        **os.environ,
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-        # Free ports for everything HAProxy mode opens, so it runs beside other clusters.
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
-        # Replica ports: a random window below Linux's ephemeral range, away from the defaults.
-        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http_base),
-        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http_base + 200),
-        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(http_base + 200),
-        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(http_base + 400),
-    }
-    marker = f"VOXRAY_TEST_SERVER={uuid.uuid4().hex}"
-    env[marker.split("=")[0]] = marker.split("=")[1]
-    env.pop("RAY_ADDRESS", None)
+    env, marker = haproxy_environment(stats_port)
     log = workdir / "serve.log"
     serve_cli = Path(sys.executable).with_name("serve")
     with log.open("wb") as out:
@@ -152,11 +188,4 @@ def haproxy_server(args: dict[str, Any], workdir: Path, timeout_s: float = 300) 
                 time.sleep(1)
         yield server
     finally:
-        process.send_signal(signal.SIGINT)  # serve run shuts its cluster down on Ctrl-C
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # whatever of its cluster is left
+        stop_process_group(process, signal.SIGINT)  # serve run shuts its cluster down on Ctrl-C

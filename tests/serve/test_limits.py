@@ -116,7 +116,8 @@ async def test_ingress_restart_closes_sessions_with_service_restart(serve_instan
     args = {**ARGS, "limits": {}}
     base = serve_instance + await asyncio.to_thread(deploy_app, app, args)
     ws = await open_session(base)
-    # A config change replaces the Ingress replica: the old one drains, its sessions move.
+    # A config change replaces the Ingress replica. The old one drains: its sessions go on
+    # until Serve's grace (20 s by default) is nearly over, then get 1012 to reconnect.
     changed = {**args, "session": {"instructions": "Be brief."}}
     redeploy = asyncio.create_task(asyncio.to_thread(deploy_app, app, changed))
     error, code, reason = await closing_error(ws, timeout=60)
