@@ -5,9 +5,9 @@
 
 Each manifest's ``serveConfigV2`` is the text of its ``configs/`` file, verbatim; the
 cluster around it (head, worker groups, autoscaler, Redis-backed GCS fault tolerance,
-Secrets, drain settings) is described once below, with each variant's differences.
-``tests/unit/test_kuberay.py`` checks the committed files against this and against the
-RayService CRD and Kubernetes' own schemas.
+Secrets, drain settings) is described once below, with each variant's differences in
+:data:`VARIANTS`. ``tests/unit/test_kuberay*.py`` check the committed files against this,
+the RayService CRD, KubeRay's own validation and Kubernetes' schemas.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # run as a script: serve_app is importable from the repo root
+    sys.path.insert(0, str(ROOT))
 
 from serve_app.serve_env import SERVE_ENVIRONMENT, SESSION_DRAIN_S  # noqa: E402
 
@@ -30,107 +32,202 @@ VOXRAY_VERSION = "0.1.0"
 IMAGE_REPOSITORY = "ghcr.io/voxray/voxray"  # where `docker push` puts your build: set yours
 SECRET = "voxray-secrets"  # keys: api-keys, hf-token (kuberay/secrets.example.yaml)
 REDIS_SECRET = "voxray-redis"  # key: password (kuberay/redis.yaml)
-REDIS_ADDRESS = "voxray-redis:6379"
+REDIS_ADDRESS = "voxray-redis:6379"  # the Service in kuberay/redis.yaml, or a managed Redis
+Ports = tuple[tuple[str, int], ...]  # (name, containerPort)
+SERVE_PORTS: Ports = (("serve", 8000), ("metrics", 8080))
+HEAD_PORTS: Ports = (("gcs-server", 6379), ("dashboard", 8265), ("client", 10001), *SERVE_PORTS)
+# A worker pod goes only once Serve has drained it (no replica left), so this bounds Ray's
+# own shutdown, not the sessions' (those drain for the Ingress's graceful_shutdown_timeout_s).
+WORKER_TERMINATION_GRACE_S = 120
 
-# Variant: its Serve config, image target, and worker groups.
-VARIANTS: dict[str, dict[str, Any]] = {
-    "cpu": {
-        "config": "configs/k8s-cpu.yaml",
-        "workers": [
-            # Ingress replicas and the embedded models (Whisper base, Qwen 0.5B, Piper): ~3 GB.
-            {"name": "cpu", "min": 1, "max": 6, "cpu": "8", "memory": "16Gi"},
-        ],
-    },
-    "gpu": {
-        "config": "configs/gpu.yaml",
-        "workers": [
-            # Ingress replicas (VAD) and the LLM router; Ray's scheduler keeps CPU-only actors
-            # off GPU nodes while CPU nodes have room (scheduler_avoid_gpu_nodes).
-            {"name": "cpu", "min": 1, "max": 10, "cpu": "8", "memory": "16Gi"},
-            # One GPU per pod: ASR 0.25 + TTS 0.25 + vLLM 0.5 share it (configs/gpu.yaml).
-            {"name": "gpu", "min": 1, "max": 4, "cpu": "8", "memory": "48Gi", "gpu": "1"},
-        ],
-    },
+
+@dataclass(frozen=True)
+class Group:
+    """One Ray worker group: pods of one shape, scaled by the autoscaler between bounds.
+
+    Attributes:
+        name: The group's name (``groupName``), also the Ray node type.
+        min_replicas: Pods kept even when idle.
+        max_replicas: The most pods the autoscaler may add.
+        cpu: CPU request and limit of each pod; Ray advertises this many CPUs.
+        memory: Memory request and limit of each pod.
+        gpu: NVIDIA GPUs per pod, or ``None`` for a CPU-only group.
+    """
+
+    name: str
+    min_replicas: int
+    max_replicas: int
+    cpu: str
+    memory: str
+    gpu: str | None = None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What differs between the manifests: the Serve config, worker groups and Secrets.
+
+    Attributes:
+        config: The Serve config embedded as ``serveConfigV2``, relative to the repo root.
+        workers: The worker groups.
+        secret_env: Container env vars read from :data:`SECRET`, as (name, key) pairs.
+    """
+
+    config: str
+    workers: tuple[Group, ...]
+    secret_env: tuple[tuple[str, str], ...]
+
+
+VARIANTS: dict[str, Variant] = {
+    "cpu": Variant(
+        config="configs/k8s-cpu.yaml",
+        # Ingress replicas and the embedded models (Whisper base, Qwen 0.5B, Piper: ~3 GB).
+        # Six 8-CPU pods hold every deployment at its max_replicas (48 CPUs).
+        workers=(Group("cpu", 1, 6, cpu="8", memory="16Gi"),),
+        secret_env=(("VOXRAY_API_KEYS", "api-keys"),),
+    ),
+    "gpu": Variant(
+        config="configs/gpu.yaml",
+        workers=(
+            # Ingress replicas (VAD) and the LLM router. Ray keeps CPU-only actors off GPU
+            # nodes while CPU nodes have room (scheduler_avoid_gpu_nodes).
+            Group("cpu", 1, 10, cpu="8", memory="16Gi"),
+            # One GPU per pod, shared by fractions: ASR 0.25, TTS 0.25, vLLM 0.5
+            # (configs/gpu.yaml). Six hold every GPU deployment at its max_replicas.
+            Group("gpu", 1, 6, cpu="8", memory="48Gi", gpu="1"),
+        ),
+        secret_env=(("VOXRAY_API_KEYS", "api-keys"), ("HF_TOKEN", "hf-token")),  # Llama is gated
+    ),
 }
 
 
 def image(variant: str) -> str:
-    """The pinned image tag of a variant (``docker build --target <variant>``)."""
+    """The pinned image of a variant.
+
+    Args:
+        variant: A key of :data:`VARIANTS`, also the Dockerfile target that builds it.
+
+    Returns:
+        ``<repository>:<voxray version>-ray<Ray version>-<variant>``.
+    """
     return f"{IMAGE_REPOSITORY}:{VOXRAY_VERSION}-ray{RAY_VERSION}-{variant}"
 
 
-def environment(variant: str) -> list[dict[str, Any]]:
-    """Container env: Serve's settings (``serve_app.serve_env``) and the Secrets."""
-    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in SERVE_ENVIRONMENT.items()]
-    env.append(secret_env("VOXRAY_API_KEYS", "api-keys"))
-    if variant == "gpu":
-        env.append(secret_env("HF_TOKEN", "hf-token"))  # Llama 3.2 is gated
-    return env
+def secret_ref(name: str, key: str) -> dict[str, Any]:
+    """A ``valueFrom`` that reads one key of a Secret.
 
+    Args:
+        name: The Secret's name.
+        key: The key within it.
 
-def secret_env(name: str, key: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": key}}}
+    Returns:
+        The ``valueFrom`` mapping of an env var (or of KubeRay's ``redisPassword``).
+    """
+    return {"valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
 
 
 def resources(cpu: str, memory: str, gpu: str | None = None) -> dict[str, Any]:
-    """Requests equal to limits, as Ray asks: it sizes itself from the limits."""
-    amounts: dict[str, str] = {"cpu": cpu, "memory": memory}
+    """Requests equal to limits, as Ray asks: it sizes itself from the limits.
+
+    Args:
+        cpu: CPU quantity.
+        memory: Memory quantity.
+        gpu: ``nvidia.com/gpu`` count, if any.
+
+    Returns:
+        A container's ``resources``.
+    """
+    amounts = {"cpu": cpu, "memory": memory}
     if gpu is not None:
         amounts["nvidia.com/gpu"] = gpu
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def container(variant: str, ports: list[tuple[str, int]], res: dict[str, Any]) -> dict[str, Any]:
+def container(name: str, variant: str, ports: Ports, res: dict[str, Any]) -> dict[str, Any]:
+    """The Ray container of a pod (KubeRay expects it first in the pod's containers).
+
+    Args:
+        name: The container's name.
+        variant: A key of :data:`VARIANTS`.
+        ports: Named container ports, as (name, port) pairs.
+        res: Its ``resources``.
+
+    Returns:
+        The container spec: the variant's image, Serve's environment and the Secrets.
+    """
+    env = [{"name": k, "value": v} for k, v in SERVE_ENVIRONMENT.items()]
+    env += [{"name": var, **secret_ref(SECRET, key)} for var, key in VARIANTS[variant].secret_env]
     return {
-        "name": "ray-head" if any(n == "dashboard" for n, _ in ports) else "ray-worker",
+        "name": name,
         "image": image(variant),
-        "env": environment(variant),
-        "ports": [{"name": name, "containerPort": port} for name, port in ports],
+        "env": env,
+        "ports": [{"name": port_name, "containerPort": port} for port_name, port in ports],
         "resources": res,
-        # Ray stops its processes cleanly on SIGTERM before the pod goes.
-        "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "ray stop"]}}},
     }
 
 
-SERVE_PORTS = [("serve", 8000), ("metrics", 8080)]
-HEAD_PORTS = [("gcs-server", 6379), ("dashboard", 8265), ("client", 10001), *SERVE_PORTS]
+def pod(containers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """A pod template running as the image's non-root ``ray`` user (uid 1000).
+
+    Args:
+        containers: The pod's containers, the Ray container first.
+        **extra: More pod spec fields.
+
+    Returns:
+        The ``template`` of a group.
+    """
+    return {"spec": {"securityContext": {"runAsNonRoot": True}, **extra, "containers": containers}}
 
 
 def head_group(variant: str) -> dict[str, Any]:
+    """The head: GCS, dashboard, Serve controller and autoscaler, but no Serve replica.
+
+    Args:
+        variant: A key of :data:`VARIANTS`.
+
+    Returns:
+        The ``headGroupSpec``.
+    """
     return {
-        # num-cpus 0: no Serve replica lands on the head, whose loss GCS FT must survive.
-        "rayStartParams": {"num-cpus": "0", "metrics-export-port": "8080", "dashboard-host": "0.0.0.0"},
-        "template": {
-            "spec": {
-                "containers": [container(variant, HEAD_PORTS, resources("2", "8Gi"))],
-            }
-        },
+        # num-cpus 0: replicas land on workers only, so the head's loss (which GCS fault
+        # tolerance survives) takes no session with it.
+        "rayStartParams": {"num-cpus": "0", "metrics-export-port": "8080"},
+        "template": pod([container("ray-head", variant, HEAD_PORTS, resources("2", "8Gi"))]),
     }
 
 
-def worker_group(variant: str, spec: dict[str, Any]) -> dict[str, Any]:
-    pod: dict[str, Any] = {
-        # Serve drains the Ingress replicas here before the autoscaler removes the pod, so
-        # this only bounds Ray's own shutdown.
-        "terminationGracePeriodSeconds": 120,
-        "containers": [
-            container(variant, SERVE_PORTS, resources(spec["cpu"], spec["memory"], spec.get("gpu")))
-        ],
-    }
-    if spec.get("gpu"):
-        pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+def worker_group(variant: str, group: Group) -> dict[str, Any]:
+    """One worker group, autoscaled between its bounds.
+
+    Args:
+        variant: A key of :data:`VARIANTS`.
+        group: The group's shape and bounds.
+
+    Returns:
+        An entry of ``workerGroupSpecs``.
+    """
+    ray = container("ray-worker", variant, SERVE_PORTS, resources(group.cpu, group.memory, group.gpu))
+    extra: dict[str, Any] = {"terminationGracePeriodSeconds": WORKER_TERMINATION_GRACE_S}
+    if group.gpu:
+        extra["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     return {
-        "groupName": spec["name"],
-        "replicas": spec["min"],
-        "minReplicas": spec["min"],
-        "maxReplicas": spec["max"],
+        "groupName": group.name,
+        "replicas": group.min_replicas,
+        "minReplicas": group.min_replicas,
+        "maxReplicas": group.max_replicas,
         "rayStartParams": {"metrics-export-port": "8080"},
-        "template": {"spec": pod},
+        "template": pod([ray], **extra),
     }
 
 
 def ray_service(variant: str) -> dict[str, Any]:
-    """The RayService of one variant, ``serveConfigV2`` included."""
+    """The RayService of one variant, ``serveConfigV2`` included.
+
+    Args:
+        variant: A key of :data:`VARIANTS`.
+
+    Returns:
+        The manifest as a mapping, in the order it is written.
+    """
     spec = VARIANTS[variant]
     return {
         "apiVersion": "ray.io/v1",
@@ -141,9 +238,13 @@ def ray_service(variant: str) -> dict[str, Any]:
             # old one, with its live sessions, is deleted this long after.
             "upgradeStrategy": {"type": "NewCluster"},
             "rayClusterDeletionDelaySeconds": SESSION_DRAIN_S,
-            "serveConfigV2": (ROOT / spec["config"]).read_text(),
+            # Sessions enter through worker pods only: the head runs no Ingress replica.
+            "excludeHeadPodFromServeSvc": True,
+            "serveConfigV2": (ROOT / spec.config).read_text(),
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
+                # Ray's dashboard (which runs jobs) and GCS ask for a token KubeRay generates.
+                "authOptions": {"mode": "token"},
                 "enableInTreeAutoscaling": True,
                 "autoscalerOptions": {
                     "upscalingMode": "Default",
@@ -152,12 +253,10 @@ def ray_service(variant: str) -> dict[str, Any]:
                 },
                 "gcsFaultToleranceOptions": {
                     "redisAddress": REDIS_ADDRESS,
-                    "redisPassword": {
-                        "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": "password"}}
-                    },
+                    "redisPassword": secret_ref(REDIS_SECRET, "password"),
                 },
                 "headGroupSpec": head_group(variant),
-                "workerGroupSpecs": [worker_group(variant, w) for w in spec["workers"]],
+                "workerGroupSpecs": [worker_group(variant, group) for group in spec.workers],
             },
         },
     }
@@ -167,31 +266,46 @@ class _Dumper(yaml.SafeDumper):
     """Writes multi-line strings (``serveConfigV2``) as literal blocks, as people write them."""
 
 
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
-_Dumper.add_representer(str, _str)
+_Dumper.add_representer(str, _represent_str)
 
 
 def render(variant: str) -> str:
-    """The text of ``kuberay/ray-service.<variant>.yaml``."""
+    """The text of ``kuberay/ray-service.<variant>.yaml``.
+
+    Args:
+        variant: A key of :data:`VARIANTS`.
+
+    Returns:
+        A header saying how the file is made, then the manifest as YAML.
+    """
     header = (
-        f"# voxray RayService, variant {variant}: generated by kuberay/render.py from "
-        f"{VARIANTS[variant]['config']}.\n"
-        "# Edit that config (or render.py), then run `python kuberay/render.py`.\n"
-        '# README: "Deploy on Kubernetes".\n'
+        f"# GENERATED by kuberay/render.py from {VARIANTS[variant].config} (serveConfigV2) and the\n"
+        "# cluster described in render.py. Do not edit: change those, then run\n"
+        "#   python kuberay/render.py\n"
+        f'# voxray RayService, variant {variant}. README: "Deploy on Kubernetes".\n'
     )
     return header + yaml.dump(ray_service(variant), Dumper=_Dumper, sort_keys=False, width=120)
 
 
 def manifest_path(variant: str) -> Path:
+    """Where the manifest of ``variant`` is committed."""
     return ROOT / "kuberay" / f"ray-service.{variant}.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write the manifests, or with ``--check`` report whether they are current."""
+    """Write the manifests, or with ``--check`` report whether they are current.
+
+    Args:
+        argv: Command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 1 when ``--check`` found a stale manifest (its diff printed), else 0.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a committed manifest differs")
     args = parser.parse_args(argv)
@@ -201,14 +315,16 @@ def main(argv: list[str] | None = None) -> int:
         current = path.read_text() if path.is_file() else ""
         if current == text:
             continue
+        name = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
         if args.check:
             stale += 1
-            sys.stdout.writelines(
-                difflib.unified_diff(current.splitlines(True), text.splitlines(True), str(path))
+            diff = difflib.unified_diff(
+                current.splitlines(True), text.splitlines(True), f"{name} (committed)", f"{name} (rendered)"
             )
+            sys.stdout.writelines(diff)
         else:
             path.write_text(text)
-            print(f"wrote {path.relative_to(ROOT)}")
+            print(f"wrote {name}")
     return 1 if stale else 0
 
 
