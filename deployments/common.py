@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+from deployments.logs import attach_to_serve_logs
 from deployments.registry import backend_class
 
 logger = logging.getLogger("voxray")
@@ -21,6 +22,7 @@ async def load_backend(modality: str, config: dict[str, Any]) -> Any:
     Returns:
         The ready backend instance.
     """
+    attach_to_serve_logs()
     started = time.perf_counter()
     cls = backend_class(modality, config["backend"])
     backend = cls(config.get("model"), config.get("options") or {})

@@ -20,6 +20,8 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
+from deployments.logs import log_event
+from serve_app import metrics
 from serve_app.config import LimitsConfig
 from serve_app.limits import POLICY_VIOLATION, CloseConnection
 from serve_app.session import Session
@@ -132,7 +134,18 @@ class Connection:
 
     async def emit(self, event: dict[str, Any]) -> None:
         """Queue one server event for the client (waits while the client is behind)."""
+        if event.get("type") == "error":
+            self._note_error(event)
         await self._outbound.put(json.dumps(event))
+
+    def _note_error(self, event: dict[str, Any]) -> None:
+        """Count an error event in the metrics and log it (one structured line)."""
+        error = event.get("error") or {}
+        error_type, code = str(error.get("type")), str(error.get("code"))
+        metrics.count("voxray_errors", type=error_type, code=code)
+        session_id = getattr(self.session, "id", None)
+        fields = {"session_id": session_id, "type": error_type, "code": code, "message": error.get("message")}
+        log_event("error", fields)
 
     def end(self, close: CloseConnection) -> None:
         """End the connection with ``close``'s error event and close code (first call wins)."""
@@ -211,6 +224,8 @@ class Connection:
         """Send what is queued (and the closing error), then close with the right code."""
         close = self._ending
         stalled = self._outbound.stalled_s(time.monotonic()) > 1.0
+        if close is not None:
+            self._note_error(close.error)
         if close is not None and not stalled:
             self._outbound.put_now(json.dumps(close.error))
         if not stalled:

@@ -21,7 +21,9 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 from ray import serve
 
+from deployments.logs import attach_to_serve_logs
 from deployments.models import resolve_model
+from serve_app import metrics
 from serve_app.access import APIKeys, handshake_credentials
 from serve_app.access_registry import LEASE_RENEW_S
 from serve_app.admission import (
@@ -36,6 +38,7 @@ from serve_app.connection import Connection
 from serve_app.drain import replica_drain, server_restarting
 from serve_app.limits import POLICY_VIOLATION, TRY_AGAIN_LATER, CloseConnection
 from serve_app.model_clients import HandleASR, HandleLLM, HandleTTS, ModelClients
+from serve_app.readiness import ReadinessCheck, readiness_report
 from serve_app.session import Session
 from serve_app.vad import SileroVAD
 from serve_app.vad_batch import VADBatcher
@@ -64,8 +67,11 @@ class Ingress:
     """Admits Realtime WebSockets and runs one Session per connection."""
 
     def __init__(self, config: dict[str, Any], asr: Any, llm: Any, tts: Any, registry: Any) -> None:
+        attach_to_serve_logs()
         self._config = AppConfig.model_validate(config)
         self._models = ModelClients(HandleASR(asr), HandleLLM(llm), HandleTTS(tts))
+        self._readiness = ReadinessCheck(self._models)
+        self._replica = serve.get_replica_context().replica_id.unique_id
         self._vad = SileroVAD(resolve_model(self._config.vad.model))
         self._vad_batcher = VADBatcher(self._vad)  # one Silero call per loop turn for all sessions
         self._keys = APIKeys(self._config.auth)
@@ -76,25 +82,41 @@ class Ingress:
         self._sweeper: asyncio.Task[None] | None = None
         self._drain = replica_drain()
         check_exposure(self._config.auth, self._keys.configured, serve_http_host)
+        self._record_sessions()
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
         """Liveness: the process is up. Reports live sessions and refused handshakes by reason."""
         return self._health()
 
+    @api.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        """Readiness: 200 when the ASR, LLM and TTS models each answer a tiny request.
+
+        503 when one fails or is slow (the body says which and why), and at once on a
+        draining replica, which takes no new sessions.
+        """
+        status, body = await readiness_report(self._readiness, self._draining(), len(self._connections))
+        return JSONResponse(body, status_code=status)
+
     def stats(self) -> dict[str, Any]:
         """For tests and benchmarks (through a handle, not HTTP): process id, sessions, queues."""
         queued = sum(c.queued_bytes for c in self._connections.values())
         return {**self._health(), "pid": os.getpid(), "outbound_queued_bytes": queued}
 
+    def _draining(self) -> bool:
+        return self._drain is not None and self._drain.draining(time.monotonic())
+
     def _health(self) -> dict[str, Any]:
-        draining = self._drain is not None and self._drain.draining(time.monotonic())
         return {
             "status": "ok",
             "sessions": len(self._connections),
-            "draining": draining,
+            "draining": self._draining(),
             "refused": dict(self._refused),
         }
+
+    def _record_sessions(self) -> None:
+        metrics.record("voxray_sessions_active", len(self._connections), replica=self._replica)
 
     @api.post("/v1/realtime/client_secrets")
     async def client_secrets(self, request: Request) -> JSONResponse:
@@ -112,7 +134,7 @@ class Ingress:
             self._config, self._models, self._vad.stream(), connection.emit, vad_batcher=self._vad_batcher
         )
         try:
-            if self._drain is not None and self._drain.draining(time.monotonic()):
+            if self._draining():
                 raise server_restarting()  # routed here just before the router saw the drain
             admitted = await self._admission.admit(websocket, credentials)
             self._check_capacity()
@@ -127,12 +149,15 @@ class Ingress:
             return
         connection.key_id = admitted.key_id
         self._connections[session.id] = connection
+        self._record_sessions()
+        metrics.count("voxray_sessions_opened")
         live = len(self._connections)
         logger.info("session %s opened (%d live, key %s)", session.id, live, admitted.key_id)
         try:
             await connection.run(session, admitted.session_preset)
         finally:
             del self._connections[session.id]
+            self._record_sessions()
             if admitted.key_id is not None and self._config.limits.max_sessions_per_key is not None:
                 with contextlib.suppress(Exception):
                     await self._registry.release.remote(session.id)
@@ -173,7 +198,9 @@ class Ingress:
 
     async def _refuse(self, websocket: WebSocket, refused: CloseConnection) -> None:
         """Tell the client why, then close: nothing was started for this connection."""
-        self._refused[refused.error["error"]["code"]] += 1
+        reason = refused.error["error"]["code"]
+        self._refused[reason] += 1
+        metrics.count("voxray_connections_rejected", reason=reason)
         logger.info("refused a connection: %s", refused.reason)
         with contextlib.suppress(Exception):
             await websocket.send_json(refused.error)

@@ -16,9 +16,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from deployments.logs import log_event
 from deployments.types import ChatMessage, SamplingParams
+from serve_app import metrics
 from serve_app.audio import StreamResampler
 from serve_app.conversation import Item
+from serve_app.metrics import PipelineLabels
 from serve_app.model_clients import ModelClients, client_error_text
 from serve_app.protocol import realtime as rt
 from serve_app.text import PhraseSplitter, clean_for_speech
@@ -44,6 +47,9 @@ class ResponsePlan:
     """Stage timings (ms) already known when the response starts, e.g. ASR and endpointing."""
     started_at: float = field(default_factory=time.perf_counter)
     """Reference instant for the timings: end of user speech, or ``response.create``."""
+    session_id: str = ""
+    labels: PipelineLabels | None = None
+    """The model stages' metric labels; ``None`` records no stage metrics."""
 
 
 def plan_response(
@@ -74,6 +80,8 @@ def plan_response(
         first_phrase_max_words=config.session.first_phrase_max_words,
         timings=timings,
         started_at=started_at,
+        session_id=state.id,
+        labels=PipelineLabels.from_config(config),
     )
 
 
@@ -106,9 +114,20 @@ def _override(params: Any, field: str) -> Any:
 
 
 class ResponseRun:
-    """Runs one response and emits its events; ``cancel`` stops it at once."""
+    """Runs one response and emits its events; ``cancel`` stops it at once.
 
-    def __init__(self, models: ModelClients, plan: ResponsePlan, item: Item, emit: Emit) -> None:
+    Args:
+        models: The model endpoints.
+        plan: What to do.
+        item: The assistant item the response fills.
+        emit: Sends one server event (to the client, or to a speculation's gate).
+        speculative: The events are held until :meth:`released`; a run never released was
+            never seen, so it is not counted in the metrics or logged as a turn.
+    """
+
+    def __init__(
+        self, models: ModelClients, plan: ResponsePlan, item: Item, emit: Emit, speculative: bool = False
+    ) -> None:
         self.id = rt.new_id("resp")
         self.item = item
         self.status: Status = "completed"
@@ -123,6 +142,9 @@ class ResponseRun:
         self._audio_s = 0.0
         self._first_audio_at: float | None = None
         self._output_tokens = 0
+        self._visible = not speculative
+        self._finished = False
+        self._reported = False
 
     @property
     def spoken_text(self) -> str:
@@ -138,6 +160,9 @@ class ResponseRun:
         if self._first_audio_at is not None:
             self._first_audio_at = time.perf_counter()
             self._timings["first_audio_ms"] = self._ms_since_start()
+        self._visible = True
+        if self._finished:
+            self._report()
 
     def cancel(self, reason: str) -> None:
         """Stop generating and speaking now; ``run`` then emits the cancelled events."""
@@ -189,6 +214,38 @@ class ResponseRun:
                 timings=self._timings,
             )
         )
+        self._finished = True
+        if self._visible:
+            self._report()
+
+    def _report(self) -> None:
+        """Count the turn in the metrics and log its line (once, when the client saw it)."""
+        if self._reported:
+            return
+        self._reported = True
+        metrics.count("voxray_turns", outcome=self.status)
+        if self.status == "cancelled":
+            metrics.count("voxray_responses_cancelled", reason=self._cancel_reason or "unknown")
+        first_audio_ms = self._timings.get("first_audio_ms")
+        if first_audio_ms is not None and "endpointing_ms" in self._timings:  # a server VAD turn
+            metrics.record("voxray_voice_response_latency_seconds", first_audio_ms / 1000)
+        fields = {
+            "session_id": self._plan.session_id,
+            "turn_id": self.id,
+            "item_id": self.item.id,
+            "outcome": self.status,
+            "reason": self._cancel_reason,
+            "error": self.error,
+            "output_tokens": self._output_tokens,
+            "audio_ms": self.item.audio_ms,
+            "timings_ms": self._timings,
+        }
+        log_event("turn", fields)
+        log_event(
+            "turn_text",
+            {"session_id": self._plan.session_id, "turn_id": self.id, "reply": self.spoken_text},
+            level=logging.DEBUG,
+        )
 
     async def _run_pipeline(self) -> None:
         phrases: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
@@ -208,14 +265,24 @@ class ResponseRun:
     async def _produce_phrases(self, phrases: asyncio.Queue[str | BaseException | None]) -> None:
         """LLM deltas → finished phrases on the queue; an exception travels as an item."""
         splitter = PhraseSplitter(first_max_words=self._plan.first_phrase_max_words)
+        log_event(
+            "llm_input",
+            {"session_id": self._plan.session_id, "turn_id": self.id, "messages": self._plan.messages},
+            level=logging.DEBUG,
+        )
+        called_at = time.perf_counter()
+        first_at: float | None = None
         try:
             async for delta in self._models.llm.chat(self._plan.messages, self._plan.params):
-                if not self._output_tokens:
+                if first_at is None:
+                    first_at = time.perf_counter()
                     self._timings["llm_first_token_ms"] = self._ms_since_start()
+                    self._record_stage("llm", "voxray_llm_time_to_first_token_seconds", first_at - called_at)
                 self._output_tokens += 1
                 for phrase in splitter.push(delta):
                     self._timings.setdefault("first_phrase_ms", self._ms_since_start())
                     await phrases.put(phrase)
+            self._record_llm_rate(first_at)
             rest = splitter.flush()
             if rest:
                 self._timings.setdefault("first_phrase_ms", self._ms_since_start())
@@ -224,6 +291,19 @@ class ResponseRun:
             await phrases.put(exc)
         finally:
             await phrases.put(None)
+
+    def _record_stage(self, stage: str, name: str, value: float) -> None:
+        # Recorded behind a speculation's gate too: it is real model work either way.
+        if self._plan.labels is not None:
+            metrics.record(name, value, **getattr(self._plan.labels, stage).tags())
+
+    def _record_llm_rate(self, first_at: float | None) -> None:
+        """Deltas per second after the first, for a stream that ended normally."""
+        if first_at is None or self._output_tokens < 2:
+            return
+        elapsed = time.perf_counter() - first_at
+        if elapsed > 0:
+            self._record_stage("llm", "voxray_llm_tokens_per_second", (self._output_tokens - 1) / elapsed)
 
     async def _consume_phrases(self, phrases: asyncio.Queue[str | BaseException | None]) -> None:
         while (phrase := await phrases.get()) is not None:
@@ -247,14 +327,24 @@ class ResponseRun:
             return
         resampler: StreamResampler | None = None
         announced = False
+        waited_s = 0.0  # time blocked on the TTS stream: not our own sending and pacing
+        synthesized_s = 0.0
+        asked_at = time.perf_counter()
         async for chunk in self._models.tts.synthesize(speech, self._plan.voice):
+            waited_s += time.perf_counter() - asked_at
+            synthesized_s += len(chunk.pcm16) / 2 / chunk.sample_rate
             if resampler is None:
                 resampler = StreamResampler(chunk.sample_rate, self._plan.output_rate)
                 self._timings.setdefault("tts_first_chunk_ms", self._ms_since_start())
+                self._record_stage("tts", "voxray_tts_time_to_first_chunk_seconds", waited_s)
             if not announced:
                 await self._send_text(phrase)
                 announced = True
             await self._send_audio(resampler.process(chunk.pcm16))
+            asked_at = time.perf_counter()
+        if synthesized_s > 0:
+            waited_s += time.perf_counter() - asked_at  # the wait for the stream's end
+            self._record_stage("tts", "voxray_tts_real_time_factor", waited_s / synthesized_s)
         if resampler is not None:
             await self._send_audio(resampler.flush())
         if not announced:

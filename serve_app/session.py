@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from deployments.types import ChatMessage, Transcript
+from serve_app import metrics
 from serve_app.config import AppConfig
 from serve_app.conversation import Conversation, Item, new_id
 from serve_app.input_buffer import InputBuffer
@@ -65,7 +66,9 @@ class Session:
             config.session.max_history_messages, config.limits.max_conversation_items
         )
         self._items = ItemEvents(self.conversation, emit, config.limits)
-        self._transcriber = Transcriber(models, self.state, config.asr.language, emit)
+        self._transcriber = Transcriber(
+            models, self.state, config.asr.language, emit, metrics.StageLabels.of("ASR", config.asr)
+        )
         self._input = InputBuffer(self.state.input_rate)  # audio not yet committed
         self._speech_item_id: str | None = None
         self._speech_start_ms: float | None = None
@@ -232,7 +235,9 @@ class Session:
         self._speech_start_ms = max(audio_start_ms, self._input.start_ms)
         await self._emit(rt.speech_started(int(audio_start_ms), self._speech_item_id))
         if self.responding and self.state.interrupt_response:
+            detected_at = time.perf_counter()
             await self._cancel_response("turn_detected")
+            metrics.record("voxray_barge_in_stop_latency_seconds", time.perf_counter() - detected_at)
 
     async def _on_speech_stopped(self, audio_end_ms: float, speech_end_ms: float) -> None:
         speech_end_at = self._wall_time(speech_end_ms)
@@ -244,6 +249,7 @@ class Session:
         self._speech_item_id = None
         self._speech_start_ms = None
         timings = {"endpointing_ms": _ms_since(speech_end_at)}
+        metrics.record("voxray_endpointing_wait_seconds", timings["endpointing_ms"] / 1000)
         speculation, self._speculation = self._speculation, None
         if speculation is not None and speculation.item_id == item_id:
             await self._confirm_speculation(speculation, audio, timings)
@@ -306,7 +312,7 @@ class Session:
             self.state, self._config, self.conversation, None, spec.speech_end_at, spec.timings
         )
         plan.messages.append(ChatMessage(role="user", content=transcript.text))
-        spec.run = ResponseRun(self._models, plan, assistant_item(plan), spec.gate.emit)
+        spec.run = ResponseRun(self._models, plan, assistant_item(plan), spec.gate.emit, speculative=True)
         if spec.confirmed:
             self._response = spec.run
         await spec.run.run()

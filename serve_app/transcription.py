@@ -12,7 +12,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from deployments.logs import log_event
 from deployments.types import Transcript
+from serve_app import metrics
 from serve_app.audio import resample_pcm16
 from serve_app.conversation import Item
 from serve_app.model_clients import ModelClients, client_error_text
@@ -32,9 +34,18 @@ class Transcriber:
         state: The session's ``SessionState`` (input rate, language).
         default_language: ``asr.language`` of the config; ``None`` detects the language.
         emit: Sends one server event to the client.
+        labels: The ASR stage's metric labels; ``None`` records no metrics.
     """
 
-    def __init__(self, models: ModelClients, state: Any, default_language: str | None, emit: Emit) -> None:
+    def __init__(
+        self,
+        models: ModelClients,
+        state: Any,
+        default_language: str | None,
+        emit: Emit,
+        labels: metrics.StageLabels | None = None,
+    ) -> None:
+        self._labels = labels
         self._models = models
         self._state = state
         self._default_language = default_language
@@ -49,9 +60,18 @@ class Transcriber:
         started = time.perf_counter()
         pcm16k = resample_pcm16(audio, self._state.input_rate, ASR_RATE)
         language = self._state.language or self._default_language
-        transcript = await self._models.asr.transcribe(pcm16k, ASR_RATE, language)
+        try:
+            transcript = await self._models.asr.transcribe(pcm16k, ASR_RATE, language)
+        except Exception:
+            self._record(time.perf_counter() - started, "error")
+            raise
         transcript.processing_s = time.perf_counter() - started
+        self._record(transcript.processing_s, "ok")
         return transcript
+
+    def _record(self, seconds: float, outcome: str) -> None:
+        if self._labels is not None:
+            metrics.record("voxray_asr_latency_seconds", seconds, outcome=outcome, **self._labels.tags())
 
     async def publish(self, item: Item, asr: asyncio.Task[Transcript]) -> Transcript | None:
         """Wait for the item's transcription and tell the client; ``None`` if it failed."""
@@ -66,6 +86,11 @@ class Transcriber:
             return None
         item.text = transcript.text
         item.status = "completed"
+        log_event(
+            "transcript",
+            {"session_id": self._state.id, "item_id": item.id, "text": transcript.text},
+            level=logging.DEBUG,
+        )
         await self._emit(rt.transcription_completed(item.id, transcript.text, item.audio_ms / 1000))
         await self._emit(rt.conversation_item_done(item))
         return transcript

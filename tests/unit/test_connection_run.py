@@ -244,3 +244,22 @@ async def test_long_stalled_client_skips_the_drain(monkeypatch: pytest.MonkeyPat
     await asyncio.wait_for(task, RUN_BOUND_S)
     assert ws.closes == [(POLICY_VIOLATION, "Not reading.")]
     assert conn.queued_bytes == 0  # the error event was not queued behind the stuck one
+
+
+async def test_error_events_and_closing_errors_are_counted_by_type_and_code() -> None:
+    from serve_app import metrics
+
+    memory = metrics.MemoryRecorder()
+    metrics.use_recorder(memory)
+    try:
+        ws = FakeWebSocket()
+        conn = Connection(ws, LIMITS)  # type: ignore[arg-type]
+        task, _ = await started(ws, conn)
+        await conn.emit({"type": "error", "error": {"type": "invalid_request_error", "code": "bad_thing"}})
+        conn.end(CloseConnection(POLICY_VIOLATION, "idle_timeout", "Idle."))
+        await asyncio.wait_for(task, RUN_BOUND_S)
+    finally:
+        metrics.use_recorder(None)
+    assert memory.total("voxray_errors", type="invalid_request_error", code="bad_thing") == 1
+    assert memory.total("voxray_errors", code="idle_timeout") == 1
+    assert memory.total("voxray_errors") == 2

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from deployments.backends.fake import FakeASR, FakeLLM, FakeTTS
+from serve_app import metrics
 from serve_app.config import AppConfig
 from serve_app.model_clients import ModelClients
 from serve_app.session import Session
@@ -127,6 +128,8 @@ async def test_barge_in_cancels_reply_and_keeps_only_what_was_sent(
     )
     tts = FakeTTS(None, {"realtime_factor": 0.5})
     h = Harness(vad, llm=llm, tts=tts, max_audio_lead_ms=300)
+    recorded = metrics.MemoryRecorder()
+    metrics.use_recorder(recorded)
     await h.session.start()
     try:
         await h.speak(
@@ -153,7 +156,14 @@ async def test_barge_in_cancels_reply_and_keeps_only_what_was_sent(
         assistant = [m for m in h.session.conversation.messages("") if m.role == "assistant"]
         assert assistant[0].content == spoken
         assert 0 < len(spoken) < len(llm.options.reply) / 2
+        # Metrics: a cancelled turn, why, and how long stopping took; a cut-off stream has no rate.
+        assert recorded.total("voxray_turns", outcome="cancelled") == 1
+        assert recorded.total("voxray_responses_cancelled", reason="turn_detected") == 1
+        [stop_s] = recorded.observed("voxray_barge_in_stop_latency_seconds")
+        assert 0 <= stop_s < 5
+        assert not recorded.observed("voxray_llm_tokens_per_second")
     finally:
+        metrics.use_recorder(None)
         await h.session.close()
 
 
@@ -362,6 +372,8 @@ async def test_speech_resuming_after_a_pause_drops_the_speculation(
 ) -> None:
     llm = FakeLLM(None, {"tokens_per_s": 20})
     h = Harness(vad, llm=llm)
+    recorded = metrics.MemoryRecorder()
+    metrics.use_recorder(recorded)
     await h.session.start()
     try:
         first = make_utterance("What is the capital", lead_silence_s=0.2, trail_silence_s=0.38)
@@ -373,7 +385,11 @@ async def test_speech_resuming_after_a_pause_drops_the_speculation(
         assert h.recorder.types().count("input_audio_buffer.committed") == 1
         assert llm.stats()["aborted_generations"] >= 1  # the dropped guess stopped generating
         assert llm.stats()["active_generations"] == 0
+        # The dropped guess was never seen: only the response the client got counts as a turn.
+        assert recorded.total("voxray_turns") == 1
+        assert recorded.total("voxray_responses_cancelled") == 0
     finally:
+        metrics.use_recorder(None)
         await h.session.close()
 
 
