@@ -36,6 +36,12 @@ REDIS_ADDRESS = "voxray-redis:6379"  # the Service in kuberay/redis.yaml, or a m
 Ports = tuple[tuple[str, int], ...]  # (name, containerPort)
 SERVE_PORTS: Ports = (("serve", 8000), ("metrics", 8080))
 HEAD_PORTS: Ports = (("gcs-server", 6379), ("dashboard", 8265), ("client", 10001), *SERVE_PORTS)
+# KubeRay's own worker readiness checks (raylet and Serve's proxy), which a probe of ours
+# replaces, so the probe below keeps them and adds voxray's /readyz.
+RAYLET_HEALTH = "http://localhost:52365/api/local_raylet_healthz"
+PROXY_HEALTH = "http://localhost:8000/-/healthz"
+READYZ_TIMEOUT_S = 25  # the Ingress gives each model 20 s to answer its tiny request
+READY_BODY = """'"status":"ready"'"""  # /readyz's JSON, as Starlette writes it (no spaces)
 # A worker pod goes only once Serve has drained it (no replica left), so this bounds Ray's
 # own shutdown, not the sessions' (those drain for the Ingress's graceful_shutdown_timeout_s).
 WORKER_TERMINATION_GRACE_S = 120
@@ -165,6 +171,37 @@ def container(name: str, variant: str, ports: Ports, res: dict[str, Any]) -> dic
     }
 
 
+def readiness_probe(variant: str) -> dict[str, Any]:
+    """A worker's readiness: raylet and Serve proxy up (KubeRay's checks) and ``/readyz`` passing.
+
+    ``/readyz`` asks the ASR, LLM and TTS deployments for a tiny answer each (cached 30 s by
+    the Ingress), so a pod takes sessions only once the models behind it answer. Three
+    failures in a row, not one: the check is app-wide, so a single slow answer under load
+    should not take every pod out of the Service at once.
+
+    Args:
+        variant: A key of :data:`VARIANTS` (its config's route prefix holds ``/readyz``).
+
+    Returns:
+        The ``readinessProbe`` of the worker's Ray container.
+    """
+    config = yaml.safe_load((ROOT / VARIANTS[variant].config).read_text())
+    prefix = config["applications"][0].get("route_prefix", "/").rstrip("/")
+    checks = [
+        f"wget -T 2 -q -O- {RAYLET_HEALTH} | grep success",
+        f"wget -T 2 -q -O- {PROXY_HEALTH} | grep success",
+        f"wget -T {READYZ_TIMEOUT_S} -q -O- http://localhost:8000{prefix}/readyz | grep -q {READY_BODY}",
+    ]
+    return {
+        "exec": {"command": ["bash", "-c", " && ".join(checks)]},
+        "initialDelaySeconds": 10,
+        "periodSeconds": 10,
+        "timeoutSeconds": READYZ_TIMEOUT_S + 5,
+        "successThreshold": 1,
+        "failureThreshold": 3,
+    }
+
+
 def pod(containers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     """A pod template running as the image's non-root ``ray`` user (uid 1000).
 
@@ -206,6 +243,9 @@ def worker_group(variant: str, group: Group) -> dict[str, Any]:
         An entry of ``workerGroupSpecs``.
     """
     ray = container("ray-worker", variant, SERVE_PORTS, resources(group.cpu, group.memory, group.gpu))
+    # Liveness stays KubeRay's (raylet health): /healthz and /readyz answer for the whole app,
+    # and restarting pods because of an app-wide fault would only make it worse.
+    ray["readinessProbe"] = readiness_probe(variant)
     extra: dict[str, Any] = {"terminationGracePeriodSeconds": WORKER_TERMINATION_GRACE_S}
     if group.gpu:
         extra["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]

@@ -131,6 +131,27 @@ def pod_capacity(group: dict[str, Any]) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+def test_workers_are_ready_only_when_the_models_answer(variant: str) -> None:
+    """Readiness keeps KubeRay's raylet and proxy checks and adds /readyz; liveness is KubeRay's."""
+    head, *workers = ray_containers(variant)
+    prefix = serve_config(variant)["applications"][0]["route_prefix"].rstrip("/")
+    assert "readinessProbe" not in head and "livenessProbe" not in head  # KubeRay's own
+    for container in workers:
+        assert "livenessProbe" not in container
+        probe = container["readinessProbe"]
+        shell, flag, script = probe["exec"]["command"]
+        assert (shell, flag) == ("bash", "-c")
+        checks = script.split(" && ")
+        assert checks[0].startswith("wget -T 2 -q -O- http://localhost:52365/api/local_raylet_healthz")
+        assert checks[1].startswith("wget -T 2 -q -O- http://localhost:8000/-/healthz")
+        assert f"http://localhost:8000{prefix}/readyz " in checks[2]
+        assert """grep -q '"status":"ready"'""" in checks[2]
+        # The probe outlasts the Ingress's own wait for the models (20 s each, concurrently).
+        assert probe["timeoutSeconds"] > render.READYZ_TIMEOUT_S > 20
+        assert probe["failureThreshold"] >= 2
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_the_worker_groups_hold_every_deployment_at_its_max(variant: str) -> None:
     workers = cluster(variant)["workerGroupSpecs"]
     demands = replicas_at_most(variant)
