@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what is missing, then runs the whole test suite. Extra arguments go to pytest
-# (then only the main venv's run happens). Exits non-zero when any test fails, and when no
-# test ran (pytest's exit code 5).
+# Installs what is missing (Python packages, models, and the Debian packages of the real
+# servers some tests start: scripts/setup-system.sh), then runs the whole test suite.
+# Extra arguments go to pytest (then only the main venv's run happens). Exits non-zero
+# when any test fails, and when no test ran (pytest's exit code 5).
 #
 # With no arguments it also runs the GPU engines' real code paths on this CPU, each in its
 # own venv (scripts/setup-engines.sh): vLLM (tests/models/test_vllm_engine.py) and NeMo
@@ -10,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup-system.sh
 if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest -q -ra "$@"
 fi

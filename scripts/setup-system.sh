@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that the test suite's real servers come from, when missing:
+# prometheus (tests/serve/test_metrics.py scrapes voxray with it). Needs root (or sudo);
+# without it, it says what to install and the tests that need the package fail saying so.
+set -euo pipefail
+packages=()
+command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)
+[ ${#packages[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then
+  apt=(apt-get)
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+  apt=(sudo apt-get)
+else
+  echo "voxray setup: please install the Debian packages: ${packages[*]} (needs root)" >&2
+  exit 0
+fi
+echo "voxray setup: installing Debian packages: ${packages[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+# Package lists on a fresh machine may be missing or stale: update once if the install fails.
+if ! "${apt[@]}" install -y -q --no-install-recommends "${packages[@]}" >/tmp/voxray-apt.log 2>&1; then
+  "${apt[@]}" update -q >>/tmp/voxray-apt.log 2>&1
+  "${apt[@]}" install -y -q --no-install-recommends "${packages[@]}" >>/tmp/voxray-apt.log 2>&1 \
+    || { tail -20 /tmp/voxray-apt.log >&2; exit 1; }
+fi
