@@ -1,4 +1,5 @@
-"""kuberay/monitoring's Prometheus files: the alert rules fire when they should (promtool).
+"""kuberay/monitoring's Prometheus files: the alert rules fire when they should (promtool), the
+local config finds Ray, the PodMonitor finds the manifests' pods (the dashboard: test_grafana_dashboard.py).
 
 ``promtool`` comes with Debian's ``prometheus`` package, which ``scripts/test.sh`` installs.
 """
@@ -74,3 +75,16 @@ def test_local_prometheus_config_is_valid_and_reads_rays_service_discovery_file(
     config = yaml.safe_load((MONITORING / "prometheus.local.yml").read_text())
     [files] = [sd["files"] for sd in config["scrape_configs"][0]["file_sd_configs"]]
     assert files == [f"/tmp/ray/{PROMETHEUS_SERVICE_DISCOVERY_FILE}"]
+
+
+def test_podmonitor_selects_kuberay_pods_on_the_manifests_metrics_port() -> None:
+    from tests.unit.kuberay_manifests import VARIANTS, ray_containers
+
+    [monitor] = yaml.safe_load_all((MONITORING / "podmonitor.yaml").read_text())
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1" and monitor["kind"] == "PodMonitor"
+    # KubeRay's own pod label (app.kubernetes.io/name: kuberay, set on every Ray pod it makes).
+    assert monitor["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/name": "kuberay"}}
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    for variant in VARIANTS:
+        for container in ray_containers(variant):
+            assert endpoint["port"] in {p["name"] for p in container["ports"]}
