@@ -190,24 +190,40 @@ if __name__ == "__main__":
 
 
 @pytest.fixture(scope="session")
-def serve_instance() -> Iterator[str]:
-    """A real local Ray cluster with Serve's HTTP proxy on a free loopback port.
+def ray_metrics_port() -> int:
+    """The port on which ``serve_instance``'s cluster exports Prometheus metrics."""
+    return _free_loopback_port()
 
-    Yields the base ``ws://127.0.0.1:<port>`` URL. Apps are deployed by the tests that need
-    them (each under its own name and route prefix) and all torn down at the end.
-    """
+
+def _free_loopback_port() -> int:
     import socket
-
-    import ray
-    from ray import serve
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def serve_instance(ray_metrics_port: int) -> Iterator[str]:
+    """A real local Ray cluster with Serve's HTTP proxy on a free loopback port.
+
+    Yields the base ``ws://127.0.0.1:<port>`` URL. Apps are deployed by the tests that need
+    them (each under its own name and route prefix) and all torn down at the end. The
+    cluster's metrics are on ``http://127.0.0.1:<ray_metrics_port>/metrics``.
+    """
+    import ray
+    from ray import serve
+
+    port = _free_loopback_port()
     # Logical CPUs only: they let several apps' replicas fit; real use is set by the engines.
     # address="local": a new cluster even if this machine runs another one (`ray start`).
     ray.init(
-        address="local", num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False
+        address="local",
+        num_cpus=8,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        _metrics_export_port=ray_metrics_port,
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:

@@ -22,18 +22,21 @@ APP = "fakeapp"
 LONG_REPLY = " ".join(f"Sentence number {i} is here." for i in range(60))
 
 
+FAKE_APP_ARGS: dict[str, Any] = {
+    "asr": {"backend": "fake", "options": {"transcripts": ["What is the capital of France?"]}},
+    "llm": {
+        "backend": "fake",
+        "options": {"reply": "You said: {user} " + LONG_REPLY, "tokens_per_s": 50},
+    },
+    "tts": {"backend": "fake", "options": {"realtime_factor": 0.2, "ms_per_char": 60}},
+    "session": {"max_audio_lead_ms": 500},
+}
+"""Fake models with a long, slowly spoken reply: time to interrupt it."""
+
+
 @pytest.fixture(scope="module")
 def app_url(serve_instance: str) -> str:
-    args = {
-        "asr": {"backend": "fake", "options": {"transcripts": ["What is the capital of France?"]}},
-        "llm": {
-            "backend": "fake",
-            "options": {"reply": "You said: {user} " + LONG_REPLY, "tokens_per_s": 50},
-        },
-        "tts": {"backend": "fake", "options": {"realtime_factor": 0.2, "ms_per_char": 60}},
-        "session": {"max_audio_lead_ms": 500},
-    }
-    prefix = deploy_app(APP, args)
+    prefix = deploy_app(APP, FAKE_APP_ARGS)
     return f"{serve_instance}{prefix}/v1/realtime"
 
 
