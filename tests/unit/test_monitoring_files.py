@@ -88,3 +88,9 @@ def test_podmonitor_selects_kuberay_pods_on_the_manifests_metrics_port() -> None
     for variant in VARIANTS:
         for container in ray_containers(variant):
             assert endpoint["port"] in {p["name"] for p in container["ports"]}
+
+
+def test_readme_lists_every_metric() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for spec in CATALOGUE:
+        assert f"| `{spec.exported_name}` | {spec.kind} |" in readme, spec.name
