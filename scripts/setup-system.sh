@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the test suite's real servers come from, when missing:
-# prometheus (tests/serve/test_metrics.py scrapes voxray with it). Needs root (or sudo);
+# prometheus (tests/serve/test_metrics.py scrapes voxray with it) and chromium (the browser
+# client's tests drive it with Playwright). Needs root (or sudo);
 # without it, it says what to install and the tests that need the package fail saying so.
 set -euo pipefail
 packages=()
 command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)
+[ -x /usr/bin/chromium ] || packages+=(chromium)
 [ ${#packages[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then

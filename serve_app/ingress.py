@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from deployments.logs import attach_to_serve_logs
@@ -42,6 +42,7 @@ from serve_app.readiness import ReadinessCheck, readiness_report
 from serve_app.session import Session
 from serve_app.vad import SileroVAD
 from serve_app.vad_batch import VADBatcher
+from serve_app.web_page import asset, page
 
 logger = logging.getLogger("voxray")
 
@@ -83,6 +84,16 @@ class Ingress:
         self._drain = replica_drain()
         check_exposure(self._config.auth, self._keys.configured, serve_http_host)
         self._record_sessions()
+
+    @api.get("/", include_in_schema=False)
+    async def index(self) -> Response:
+        """The browser client: talk to voxray from a web page."""
+        return page()
+
+    @api.get("/web/{name}", include_in_schema=False)
+    async def web_asset(self, name: str) -> Response:
+        """The browser client's scripts and style."""
+        return asset(name)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
