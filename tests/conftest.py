@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -274,3 +275,15 @@ def deploy_app(name: str, args: dict[str, Any]) -> str:
             raise RuntimeError(f"app {name} failed to deploy: {status.message}")
         time.sleep(0.5)
     raise TimeoutError(f"app {name} did not start within 600 s")
+
+
+@contextmanager
+def deployed_app(name: str, args: dict[str, Any]) -> Iterator[str]:
+    """``deploy_app``, then delete the app on exit: the test cluster's 8 logical CPUs hold only
+    a few apps at a time, and one left behind keeps the next module's app from starting."""
+    from ray import serve
+
+    try:
+        yield deploy_app(name, args)
+    finally:
+        serve.delete(name)

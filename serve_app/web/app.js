@@ -4,6 +4,9 @@
 // window.voxrayStats exposes the counters the browser tests read.
 
 const RATE = 24000;
+// The audio runs at the session's 24 kHz where the browser allows it; ?sample_rate=48000
+// forces another rate, to exercise the resampling a browser without 24 kHz support needs.
+const CONTEXT_RATE = Number(new URLSearchParams(window.location.search).get("sample_rate")) || RATE;
 const $ = (id) => document.getElementById(id);
 
 const stats = {
@@ -188,7 +191,11 @@ class Session {
         stats.samplesAfterClear = message.played - this.clearedAt; // the fade-out, nothing more
         this.clearedAt = null;
       }
-      if (!message.underrun && !this.response) setState("listening");
+      if (!message.underrun) {
+        // Everything queued was played: those replies were heard in full, nothing to truncate.
+        for (const item of this.items.values()) if (item.playStart != null) item.truncated = true;
+        if (!this.response) setState("listening");
+      }
     } else if (message.type === "cleared") {
       this.clearedAt = message.played;
       stats.samplesAfterClear = 0;
@@ -198,13 +205,13 @@ class Session {
 
   truncate(played) {
     // Tell the server how much of the interrupted reply was heard, so its history matches.
-    for (const [id, item] of this.items) {
-      if (item.playStart == null || item.truncated) continue;
-      const heardMs = Math.max(0, Math.round(((played - item.playStart) / this.context.sampleRate) * 1000));
-      item.truncated = true;
-      stats.truncations++;
-      this.send({ type: "conversation.item.truncate", item_id: id, content_index: 0, audio_end_ms: heardMs });
-    }
+    const started = [...this.items].filter(([, item]) => item.playStart != null && !item.truncated);
+    if (!started.length) return;
+    const [id, item] = started[started.length - 1]; // the reply that was playing
+    const heardMs = Math.max(0, Math.round(((played - item.playStart) / this.context.sampleRate) * 1000));
+    for (const [, each] of started) each.truncated = true; // earlier replies were heard in full
+    stats.truncations++;
+    this.send({ type: "conversation.item.truncate", item_id: id, content_index: 0, audio_end_ms: heardMs });
   }
 
   bargeIn() {
@@ -335,7 +342,11 @@ async function start() {
   let context;
   let microphone;
   try {
-    context = new AudioContext({ sampleRate: RATE, latencyHint: "interactive" });
+    try {
+      context = new AudioContext({ sampleRate: CONTEXT_RATE, latencyHint: "interactive" });
+    } catch {
+      context = new AudioContext({ latencyHint: "interactive" }); // this browser picks its own rate
+    }
     await context.audioWorklet.addModule("web/worklets.js");
     if (!navigator.mediaDevices) throw Object.assign(new Error("no media devices"), { name: "NotSupportedError" });
     microphone = await navigator.mediaDevices.getUserMedia({

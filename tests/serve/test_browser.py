@@ -11,6 +11,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import websockets
 
 from serve_app.audio import write_wav
 from tests.browser import browser_page
-from tests.conftest import deploy_app
+from tests.conftest import deployed_app
 from tests.serve.test_realtime_ws import FAKE_APP_ARGS
 
 APP = "webapp"
@@ -28,8 +29,9 @@ RATE = 24_000
 
 
 @pytest.fixture(scope="module")
-def page_url(serve_instance: str) -> str:
-    return f"{serve_instance.replace('ws://', 'http://', 1)}{deploy_app(APP, FAKE_APP_ARGS)}/"
+def page_url(serve_instance: str) -> Iterator[str]:
+    with deployed_app(APP, FAKE_APP_ARGS) as prefix:
+        yield f"{serve_instance.replace('ws://', 'http://', 1)}{prefix}/"
 
 
 def wav(tmp_path: Path, name: str, pcm16: bytes) -> Path:
@@ -70,12 +72,14 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(page_url: str) -
     assert missing.value.code == 404
 
 
+@pytest.mark.parametrize("context_rate", [24_000, 48_000])
 async def test_a_spoken_question_shows_both_transcripts_and_plays_the_reply(
-    page_url: str, make_utterance: Any, tmp_path: Path
+    page_url: str, make_utterance: Any, tmp_path: Path, context_rate: int
 ) -> None:
+    """At 48 kHz the page resamples both ways (capture to 24 kHz, replies from 24 kHz)."""
     microphone = wav(tmp_path, "question", make_utterance("What is the capital of France?", RATE, 0.5, 3.0))
     async with browser_page(microphone) as page:
-        await page.goto(page_url)
+        await page.goto(f"{page_url}?sample_rate={context_rate}")
         await page.click("#start")
         await wait_until(
             page, "document.querySelector('.turn.user')?.textContent.includes('capital of France')"
@@ -83,7 +87,9 @@ async def test_a_spoken_question_shows_both_transcripts_and_plays_the_reply(
         await wait_until(
             page, "document.querySelector('.turn.assistant')?.textContent.startsWith('You said:')"
         )
-        await wait_until(page, f"window.voxrayStats.samplesPlayed > {RATE // 2}")  # half a second heard
+        await wait_until(
+            page, f"window.voxrayStats.samplesPlayed > {context_rate // 2}"
+        )  # half a second heard
         state = await stats(page)
         assert state["chunksReceived"] > 0 and state["state"] in ("speaking", "listening", "thinking")
         assert state["errors"] == [], state["errors"]
@@ -122,7 +128,11 @@ async def test_a_denied_microphone_is_explained(page_url: str) -> None:
 
 async def test_a_full_server_is_explained(serve_instance: str) -> None:
     args = {**FAKE_APP_ARGS, "limits": {"max_sessions_per_replica": 1}}
-    prefix = deploy_app(FULL_APP, args)
+    with deployed_app(FULL_APP, args) as prefix:
+        await check_full_server_is_explained(serve_instance, prefix)
+
+
+async def check_full_server_is_explained(serve_instance: str, prefix: str) -> None:
     async with websockets.connect(f"{serve_instance}{prefix}/v1/realtime") as occupant:
         await occupant.recv()  # session.created: the one seat is taken
         async with browser_page(None) as page:

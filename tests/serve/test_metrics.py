@@ -21,7 +21,7 @@ import pytest
 import websockets
 
 from serve_app.metrics import CATALOGUE
-from tests.conftest import deploy_app
+from tests.conftest import deployed_app
 from tests.realtime_client import RealtimeTestClient
 from tests.serve.prometheus_server import Prometheus, prometheus_scraping
 from tests.serve.test_realtime_ws import FAKE_APP_ARGS
@@ -40,9 +40,10 @@ GPU_ONLY = ("ray_node_gpus_", "ray_node_gram_")  # Ray exports these only on nod
 
 
 @pytest.fixture(scope="module")
-def app_url(serve_instance: str) -> str:
+def app_url(serve_instance: str) -> Iterator[str]:
     args = {**FAKE_APP_ARGS, "limits": {"max_sessions_per_replica": 1}}
-    return f"{serve_instance}{deploy_app(APP, args)}"
+    with deployed_app(APP, args) as prefix:
+        yield f"{serve_instance}{prefix}"
 
 
 @pytest.fixture(scope="module")
