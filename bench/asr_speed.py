@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from serve_app.audio import resample_pcm16, trim_silence
+from serve_app.engine.audio.pcm import resample_pcm16, trim_silence
 
 RATE = 16_000
 LEAD_S, TRAIL_S = 0.3, 0.5

@@ -5,7 +5,7 @@
 
 Each question is spoken by Piper (the project's own TTS voice, run here in the client before
 any turn starts, so it does not compete with the server for CPU), padded with 0.3 s of
-leading and 1.5 s of trailing silence, and streamed in real time by ``serve_app.talk.talk``
+leading and 1.5 s of trailing silence, and streamed in real time by ``serve_app.client.talk.talk``
 over a fresh connection per turn. Per question, a table shows each repeat and the median; a
 last table gives the medians over all turns. Results go to a JSON file (``BaselineReport``).
 """
@@ -24,8 +24,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from serve_app.audio import resample_pcm16
-from serve_app.talk import DEFAULT_URL, RATE, VOICED_DBFS, TalkConnectionError, TalkError, TalkResult, talk
+from serve_app.client.talk import (
+    DEFAULT_URL,
+    RATE,
+    VOICED_DBFS,
+    TalkConnectionError,
+    TalkError,
+    TalkResult,
+    talk,
+)
+from serve_app.engine.audio.pcm import resample_pcm16
 
 DEFAULT_QUESTIONS = (
     "What is the capital of France?",

@@ -37,7 +37,7 @@ from bench.load_report import (
     TurnRecord,
     summarize,
 )
-from serve_app.talk import DEFAULT_URL, VOICED_DBFS
+from serve_app.client.talk import DEFAULT_URL, VOICED_DBFS
 
 DEFAULT_INTERRUPTION = "Wait, stop. Tell me something else."
 DEFAULT_OUT = Path("bench/results/load.json")

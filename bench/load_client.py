@@ -26,8 +26,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 # (bench.load, bench.soak, the tests) keeps working.
 from bench.load_microphone import Microphone, Utterance
 from bench.load_report import LoadSettings, TurnRecord, overhead, playback_starvation
-from serve_app.protocol.realtime import parse_timings
-from serve_app.talk import RATE
+from serve_app.client.talk import RATE
+from serve_app.protocols.realtime.wire import parse_timings
 
 HUNG_UP = "hung up by the client"  # error prefix of a turn the client ended on purpose (HangUp)
 

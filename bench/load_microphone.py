@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from websockets.asyncio.client import ClientConnection
 
-from serve_app.audio import b64encode_audio
-from serve_app.talk import FRAME_BYTES, FRAME_MS, VOICED_DBFS, frame_dbfs, last_voiced_frame
+from serve_app.client.talk import FRAME_BYTES, FRAME_MS, VOICED_DBFS, frame_dbfs, last_voiced_frame
+from serve_app.engine.audio.pcm import b64encode_audio
 
 FRAME_S = FRAME_MS / 1000
 

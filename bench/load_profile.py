@@ -4,7 +4,7 @@
 backends, so :func:`bench.load_report.summarize` can subtract them from the voice response
 latency and report the *orchestration overhead*. It is apart from :mod:`bench.load_report`
 because it is the one part that reads files and knows the fakes' options (``deployments``,
-``serve_app.text``); the report itself is arithmetic on records. ``bench.load_report``
+``serve_app.engine.text``); the report itself is arithmetic on records. ``bench.load_report``
 re-exports it.
 """
 
@@ -74,7 +74,7 @@ def _first_phrase_ms(reply: str, transcripts: Sequence[str], tokens_per_s: float
     decides when the first phrase is complete. The smallest value over the scripted transcripts is
     taken, so the overhead figure is never understated.
     """
-    from serve_app.text import PhraseSplitter
+    from serve_app.engine.text import PhraseSplitter
 
     if not tokens_per_s:
         return 0.0

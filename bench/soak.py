@@ -49,7 +49,7 @@ from bench.soak_report import (
     render,
     sessions_zero_after,
 )
-from serve_app.talk import DEFAULT_URL
+from serve_app.client.talk import DEFAULT_URL
 
 DEFAULT_OUT = Path("bench/results/soak.json")
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from ray.serve.llm.deployment import LLMServer
 
+from deployments import ray_compat
+
 
 class VoxrayLLMServer(LLMServer):
     """``LLMServer`` with :meth:`engine_stats`, so tests and operators can see that a
@@ -18,8 +20,7 @@ class VoxrayLLMServer(LLMServer):
         """Requests the vLLM engine still holds (``None`` where vLLM's internals differ).
 
         Reads vLLM's ``AsyncLLM.get_num_unfinished_requests()`` through Ray's engine wrapper,
-        a private attribute: this is a diagnostic, and returns ``None`` rather than fail.
+        a private attribute (``deployments.ray_compat``): this is a diagnostic, and returns
+        ``None`` rather than fail.
         """
-        client = getattr(getattr(self, "engine", None), "_engine_client", None)
-        count = getattr(client, "get_num_unfinished_requests", None)
-        return {"unfinished_requests": count() if callable(count) else None}
+        return {"unfinished_requests": ray_compat.vllm_unfinished_requests(self)}

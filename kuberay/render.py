@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: serve_app is importable from the repo root
     sys.path.insert(0, str(ROOT))
 
-from serve_app.serve_env import SERVE_ENVIRONMENT, SESSION_DRAIN_S  # noqa: E402
+from serve_app.server.serve_env import SERVE_ENVIRONMENT, SESSION_DRAIN_S  # noqa: E402
 
 RAY_VERSION = "2.60.0"
 VOXRAY_VERSION = "0.1.0"

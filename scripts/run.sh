@@ -8,5 +8,5 @@ config=${1:-configs/local.yaml}
 shift || true
 # Serve's environment (HAProxy mode, user code on the replica's loop, HAProxy's hard-stop
 # outlasting session drains): serve_app/serve_env.py says why; a value already set wins.
-eval "$(.venv/bin/python -m serve_app.serve_env)"
+eval "$(.venv/bin/python -m serve_app.server.serve_env)"
 exec .venv/bin/serve run "$config" "$@"

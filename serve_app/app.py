@@ -11,9 +11,9 @@ from deployments.asr import ASRDeployment
 from deployments.llm import LLMDeployment
 from deployments.llm_engines import build_engine_deployments
 from deployments.tts import TTSDeployment
-from serve_app.access_registry import AccessRegistry
 from serve_app.config import AppConfig
-from serve_app.ingress import Ingress
+from serve_app.server.access_registry import AccessRegistry
+from serve_app.server.ingress import Ingress
 
 
 class ConfigError(ValueError):

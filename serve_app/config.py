@@ -6,12 +6,14 @@ misspelt or unknown field fails at start-up with its dotted name in the error.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from deployments.llm_engines import check_engine_config, engine_model_id
 from deployments.registry import backend_class, known_backends
+from serve_app.engine.audio.vad import MAX_PREFIX_PADDING_MS, MAX_SILENCE_DURATION_MS, VADParams
 
 
 class _Strict(BaseModel):
@@ -106,9 +108,9 @@ class VADConfig(_Strict):
 class TurnDetectionDefaults(_Strict):
     """Server VAD defaults, matching the OpenAI Realtime API's ``server_vad`` defaults."""
 
-    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
-    prefix_padding_ms: int = Field(default=300, ge=0, le=5000)
-    silence_duration_ms: int = Field(default=500, ge=0, le=10000)
+    threshold: float = Field(default=VADParams.threshold, ge=0.0, le=1.0)
+    prefix_padding_ms: int = Field(default=VADParams.prefix_padding_ms, ge=0, le=MAX_PREFIX_PADDING_MS)
+    silence_duration_ms: int = Field(default=VADParams.silence_duration_ms, ge=0, le=MAX_SILENCE_DURATION_MS)
 
 
 class SessionDefaults(_Strict):
@@ -219,6 +221,70 @@ class AuthConfig(_Strict):
     allow_unauthenticated: bool = False
 
 
+_PLACEHOLDER = re.compile(r"(?<!\{)\{(\w+)\}(?!\})")  # {name}; {{name}} stays as it is
+
+
+class FlowTemplate(_Strict):
+    """A named assistant for Speechmatics Flow clients (their ``template_id``).
+
+    ``{name}`` placeholders in ``instructions`` and ``greeting`` are filled from the client's
+    ``template_variables``, else from ``variables`` (so every placeholder needs a default).
+    """
+
+    instructions: str | None = Field(
+        default=None, description="System prompt; None takes session.instructions."
+    )
+    voice: str | None = Field(default=None, description="TTS voice; None takes session.voice.")
+    greeting: str | None = Field(default=None, description="Spoken when the conversation starts.")
+    variables: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _placeholders_have_defaults(self) -> FlowTemplate:
+        for text in (self.instructions or "", self.greeting or ""):
+            missing = sorted(set(_PLACEHOLDER.findall(text)) - set(self.variables))
+            if missing:
+                raise ValueError(f"placeholders {missing} need a default in variables")
+        return self
+
+    def fill(self, text: str, values: dict[str, str]) -> str:
+        """``text`` with its placeholders replaced by ``values``, else by the defaults."""
+        merged = {**self.variables, **values}
+        return _PLACEHOLDER.sub(lambda m: merged.get(m.group(1), m.group(0)), text)
+
+
+def _default_flow_templates() -> dict[str, FlowTemplate]:
+    # "default" is what a Flow client sends without --assistant; the other two are the ids its
+    # --assistant amelia / humphrey choose.
+    return {
+        "default": FlowTemplate(),
+        "flow-service-assistant-amelia": FlowTemplate(
+            instructions="You are Amelia, a warm and cheerful voice assistant talking with {user_name}. "
+            "Your replies are spoken aloud: answer in one or two short, plain sentences.",
+            greeting="Hi, I'm Amelia. What can I do for you?",
+            variables={"user_name": "a guest"},
+        ),
+        "flow-service-assistant-humphrey": FlowTemplate(
+            instructions="You are Humphrey, a calm and precise voice assistant talking with {user_name}. "
+            "Your replies are spoken aloud: answer in one or two short, plain sentences.",
+            greeting="Hello, this is Humphrey. How can I help?",
+            variables={"user_name": "a guest"},
+        ),
+    }
+
+
+class FlowConfig(_Strict):
+    """The Speechmatics Flow endpoint (``/v1/flow``)."""
+
+    templates: dict[str, FlowTemplate] = Field(default_factory=_default_flow_templates)
+    ending_grace_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="After ConversationEnded, how long the client may take to close the socket "
+        "(it acknowledges the last audio first) before the server closes it.",
+    )
+
+
 class AppConfig(_Strict):
     """Everything ``build_app`` needs; the ``args`` of ``configs/*.yaml``.
 
@@ -237,6 +303,7 @@ class AppConfig(_Strict):
     session: SessionDefaults = Field(default_factory=SessionDefaults)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    flow: FlowConfig = Field(default_factory=FlowConfig)
 
     @model_validator(mode="after")
     def _check_llm_engines(self) -> AppConfig:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from serve_app.audio import read_wav, resample_pcm16, trim_silence, write_wav
+from serve_app.engine.audio.pcm import read_wav, resample_pcm16, trim_silence, write_wav
 
 FIXTURES = Path(__file__).parent / "fixtures"
 QUESTION_WAV = FIXTURES / "question.wav"

@@ -7,7 +7,7 @@ the unhealthy ones; each route gets ``1 + retries`` attempts with exponential ba
 
 A failure can only be hidden from the client while no text has reached it: after the first
 delta the listener already heard part of the reply, so the error is raised instead of
-switching models mid-sentence (the rule of ``serve_app.model_clients.stream_with_retry``).
+switching models mid-sentence (the rule of ``serve_app.engine.model_clients.stream_with_retry``).
 """
 
 from __future__ import annotations

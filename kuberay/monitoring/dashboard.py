@@ -155,6 +155,7 @@ def build_dashboard() -> dict[str, Any]:
         [
             target("sum(ray_voxray_sessions_active)", "all"),
             target("sum by (replica) (ray_voxray_sessions_active)", "{{replica}}"),
+            target("sum by (protocol) (ray_voxray_sessions_active)", "{{protocol}}"),
         ],
     )
     grid.panel(

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from serve_app.audio import write_wav
+from serve_app.engine.audio.pcm import write_wav
 from tests.browser import browser_page
 from tests.conftest import FIXTURES, deploy_app
 from tests.models.test_e2e_serve import APP, CONFIG

@@ -18,7 +18,7 @@ import yaml
 from openai import AsyncOpenAI
 from ray import serve
 
-from serve_app.audio import resample_pcm16
+from serve_app.engine.audio.pcm import resample_pcm16
 from tests.conftest import deploy_app
 from tests.realtime_client import RealtimeTestClient
 

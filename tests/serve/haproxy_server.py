@@ -27,7 +27,8 @@ from typing import Any
 
 import yaml
 
-from serve_app.serve_env import SERVE_ENVIRONMENT
+from serve_app.server.serve_env import SERVE_ENVIRONMENT
+from tests.processes import descendants, marked_processes, stop_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,7 +67,7 @@ def haproxy_environment(stats_port: int) -> tuple[dict[str, str], str]:
 
     Everything HAProxy mode opens gets a free port, so the cluster runs beside others.
     Also returns a ``NAME=value`` marker set in the environment, unique to this cluster,
-    by which its processes are found (``process_rss_mb``).
+    by which its processes are found (``process_rss_mb``, ``stop_process_group``).
     """
     http_base = random.randrange(20_000, 29_000, 400)
     marker = f"VOXRAY_TEST_SERVER={uuid.uuid4().hex}"
@@ -104,8 +105,26 @@ def ingress_servers_up(stats_port: int) -> list[dict[str, str]]:
     ]
 
 
-def stop_process_group(process: subprocess.Popen[bytes], sig: int) -> None:
-    """Send ``sig``, wait up to a minute, then kill whatever of the process group is left."""
+def stop_process_group(
+    process: subprocess.Popen[bytes], sig: int, marker: str | None = None, grace_s: float = 10.0
+) -> None:
+    """Stop ``process`` and every process it started, also those outside its process group.
+
+    Sends ``sig``, waits up to a minute (then kills it), and kills whatever of its process
+    group is left. Ray starts its daemons and workers in sessions of their own, and Serve's
+    HAProxy runs in its manager actor's worker's: killing the group misses them, and once
+    their parent is killed they are re-parented to init, out of reach of the tree. So the
+    tree under ``process`` is taken before the signal, and the processes whose environment
+    holds ``marker`` (which they all inherit) are looked up after it; those of both still
+    running ``grace_s`` after ``process`` exited get SIGTERM, then SIGKILL.
+
+    Args:
+        process: The process started with ``start_new_session=True``.
+        sig: The signal that asks it to stop (it shuts its cluster down on it).
+        marker: ``NAME=value`` in the environment of everything it started, if any.
+        grace_s: How long its processes may take to exit after it did.
+    """
+    started = descendants(process.pid)  # while they are still its descendants
     process.send_signal(sig)
     try:
         process.wait(timeout=60)
@@ -114,6 +133,7 @@ def stop_process_group(process: subprocess.Popen[bytes], sig: int) -> None:
         process.wait()
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+    stop_processes([*started, *(marked_processes(marker) if marker else [])], grace_s=grace_s)
 
 
 class HAProxyServer:
@@ -188,4 +208,5 @@ def haproxy_server(args: dict[str, Any], workdir: Path, timeout_s: float = 300) 
                 time.sleep(1)
         yield server
     finally:
-        stop_process_group(process, signal.SIGINT)  # serve run shuts its cluster down on Ctrl-C
+        # serve run shuts its cluster down on Ctrl-C (but may leave HAProxy running)
+        stop_process_group(process, signal.SIGINT, marker)

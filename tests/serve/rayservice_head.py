@@ -111,7 +111,7 @@ class RayServiceHead:
 def rayservice_head(workdir: Path, num_cpus: int = 4, timeout_s: float = 120) -> Iterator[RayServiceHead]:
     """Start a head node as KubeRay does (``ray start --head --block``) until the block ends."""
     stats_port = free_port()
-    env, _ = haproxy_environment(stats_port)
+    env, marker = haproxy_environment(stats_port)
     # Token authentication, as KubeRay's authOptions (mode: token) sets it up: the dashboard
     # refuses requests without the cluster's token.
     token = secrets.token_hex(32)
@@ -170,5 +170,6 @@ def rayservice_head(workdir: Path, num_cpus: int = 4, timeout_s: float = 120) ->
             deadline = time.monotonic() + 60
             while head.application("voxray") is not None and time.monotonic() < deadline:
                 time.sleep(1)
-        stop_process_group(process, signal.SIGTERM)  # `ray start --block` stops its node on SIGTERM
+        # `ray start --block` stops its node on SIGTERM; the marker finds what it leaves.
+        stop_process_group(process, signal.SIGTERM, marker)
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -19,7 +19,7 @@ import websockets
 from openai import AsyncOpenAI
 from ray import serve
 
-from serve_app.talk import TalkServerError, talk
+from serve_app.client.talk import TalkServerError, talk
 from tests.conftest import deploy_app, kill_only_replica
 from tests.realtime_client import validate_server_event
 

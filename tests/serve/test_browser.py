@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import websockets
 
-from serve_app.audio import write_wav
+from serve_app.engine.audio.pcm import write_wav
 from tests.browser import browser_page
 from tests.conftest import deployed_app
 from tests.serve.test_realtime_ws import FAKE_APP_ARGS

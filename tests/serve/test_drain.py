@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import websockets
 
-from serve_app.drain import DRAIN_CLOSE_MARGIN_S
+from serve_app.server.drain import DRAIN_CLOSE_MARGIN_S
 from tests.realtime_client import RealtimeTestClient, user_text_item
 from tests.serve.haproxy_server import ingress_servers_up
 from tests.serve.rayservice_head import RayServiceHead, rayservice_head

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import websockets
 
-from serve_app.metrics import CATALOGUE
+from serve_app.observability.metrics import CATALOGUE
 from tests.conftest import deployed_app
 from tests.realtime_client import RealtimeTestClient
 from tests.serve.prometheus_server import Prometheus, prometheus_scraping

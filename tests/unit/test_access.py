@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from starlette.datastructures import Headers
 
-from serve_app.access import (
+from serve_app.config import AuthConfig
+from serve_app.server.access import (
     APIKeys,
     bearer_token,
     handshake_credentials,
@@ -20,7 +21,6 @@ from serve_app.access import (
     key_id,
     origin_allowed,
 )
-from serve_app.config import AuthConfig
 
 KEY = "sk-voxray-unit-one"
 OTHER = "sk-voxray-unit-two"

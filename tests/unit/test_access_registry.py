@@ -1,7 +1,7 @@
 """``AccessRegistry`` logic on a plain instance (no Ray): client secrets and per-key leases.
 
 The deployment's user class comes from ``AccessRegistry.func_or_class``; its clocks are
-replaced by a fake ``time`` module in ``serve_app.access_registry``.
+replaced by a fake ``time`` module in ``serve_app.server.access_registry``.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from serve_app import access_registry
-from serve_app.access_registry import LEASE_TTL_S, AccessRegistry, _digest
+from serve_app.server import access_registry
+from serve_app.server.access_registry import LEASE_TTL_S, AccessRegistry, _digest
 
 KID = "key_aaaaaaaaaaaa"
 OTHER_KID = "key_bbbbbbbbbbbb"

@@ -9,11 +9,11 @@ import pytest
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 
-from serve_app.access import APIKeys, Credentials, handshake_credentials, key_id
-from serve_app.access_registry import AccessRegistry, Redemption
-from serve_app.admission import Admission, Admitted, check_exposure
 from serve_app.config import AppConfig, AuthConfig
-from serve_app.limits import POLICY_VIOLATION, CloseConnection
+from serve_app.server.access import APIKeys, Credentials, handshake_credentials, key_id
+from serve_app.server.access_registry import AccessRegistry, Redemption
+from serve_app.server.admission import Admission, Admitted, check_exposure
+from serve_app.server.limits import POLICY_VIOLATION, CloseConnection
 
 KEY = "sk-voxray-unit-one"
 SECRET = "ek_unit-secret"

@@ -1,4 +1,4 @@
-"""Tests for serve_app.audio: conversions, resampling, WAV files, base64."""
+"""Tests for serve_app.engine.audio.pcm: conversions, resampling, WAV files, base64."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve_app.audio import (
+from serve_app.engine.audio.pcm import (
     StreamResampler,
     b64decode_audio,
     b64encode_audio,

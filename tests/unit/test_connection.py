@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from serve_app import connection as connection_module
 from serve_app.config import LimitsConfig
-from serve_app.connection import Connection, OutboundQueue
-from serve_app.limits import MAX_REASON_BYTES, POLICY_VIOLATION, CloseConnection, InvalidEventBudget
+from serve_app.server import connection as connection_module
+from serve_app.server.connection import Connection, OutboundQueue
+from serve_app.server.limits import MAX_REASON_BYTES, POLICY_VIOLATION, CloseConnection, InvalidEventBudget
 
 
 class FakeClock:
@@ -31,7 +31,7 @@ class FakeClock:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    """Replaces the clock of ``serve_app.connection`` only (asyncio keeps the real one)."""
+    """Replaces the clock of ``serve_app.server.connection`` only (asyncio keeps the real one)."""
     fake = FakeClock()
     monkeypatch.setattr(connection_module, "time", fake)
     return fake

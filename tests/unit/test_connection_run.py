@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from starlette.websockets import WebSocketState
 
-from serve_app import connection as connection_module
 from serve_app.config import LimitsConfig
-from serve_app.connection import Connection
-from serve_app.limits import POLICY_VIOLATION, SERVICE_RESTART, CloseConnection
+from serve_app.server import connection as connection_module
+from serve_app.server.connection import Connection
+from serve_app.server.limits import POLICY_VIOLATION, SERVICE_RESTART, CloseConnection
 
 LIMITS = LimitsConfig()
 RUN_BOUND_S = 3.0  # every run here must end well within this
@@ -69,6 +69,9 @@ class FakeWebSocket:
 class FakeSession:
     """Greets on start, echoes each message as an event, and can raise on a given message."""
 
+    id = "sess_fake"
+    protocol = "fake"
+
     def __init__(self, emit: Any, raise_on: dict[str, BaseException] | None = None) -> None:
         self._emit = emit
         self._raise_on = raise_on or {}
@@ -76,6 +79,9 @@ class FakeSession:
         self.preset: dict[str, Any] | None = None
         self.received: list[str | bytes] = []
         self.closed = 0
+
+    def closing_message(self, close: CloseConnection) -> list[dict[str, Any]]:
+        return [close.error]
 
     async def start(self, preset: dict[str, Any] | None = None) -> None:
         self.preset = preset
@@ -244,22 +250,3 @@ async def test_long_stalled_client_skips_the_drain(monkeypatch: pytest.MonkeyPat
     await asyncio.wait_for(task, RUN_BOUND_S)
     assert ws.closes == [(POLICY_VIOLATION, "Not reading.")]
     assert conn.queued_bytes == 0  # the error event was not queued behind the stuck one
-
-
-async def test_error_events_and_closing_errors_are_counted_by_type_and_code() -> None:
-    from serve_app import metrics
-
-    memory = metrics.MemoryRecorder()
-    metrics.use_recorder(memory)
-    try:
-        ws = FakeWebSocket()
-        conn = Connection(ws, LIMITS)  # type: ignore[arg-type]
-        task, _ = await started(ws, conn)
-        await conn.emit({"type": "error", "error": {"type": "invalid_request_error", "code": "bad_thing"}})
-        conn.end(CloseConnection(POLICY_VIOLATION, "idle_timeout", "Idle."))
-        await asyncio.wait_for(task, RUN_BOUND_S)
-    finally:
-        metrics.use_recorder(None)
-    assert memory.total("voxray_errors", type="invalid_request_error", code="bad_thing") == 1
-    assert memory.total("voxray_errors", code="idle_timeout") == 1
-    assert memory.total("voxray_errors") == 2

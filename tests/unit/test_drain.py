@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serve_app.drain import DRAIN_CLOSE_MARGIN_S, ReplicaDrain, replica_drain, server_restarting
+from serve_app.server.drain import DRAIN_CLOSE_MARGIN_S, ReplicaDrain, replica_drain, server_restarting
 
 
 class FakeShutdownFlag:

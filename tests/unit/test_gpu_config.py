@@ -80,7 +80,7 @@ def test_every_deployment_autoscales(app: dict[str, Any], name: str) -> None:
 
 
 def test_public_host_means_keys_are_expected(document: dict[str, Any], app: dict[str, Any]) -> None:
-    # 0.0.0.0 without API keys is refused at start (serve_app.admission.check_exposure);
+    # 0.0.0.0 without API keys is refused at start (serve_app.server.admission.check_exposure);
     # the keys come from the environment (a Secret), not from this file.
     assert document["http_options"]["host"] == "0.0.0.0"
     auth = load_config(app["args"]).auth

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from serve_app.metrics import CATALOGUE
+from serve_app.observability.metrics import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "kuberay" / "monitoring" / "dashboard.py"

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from serve_app.app import load_config
-from serve_app.serve_env import SERVE_ENVIRONMENT, SESSION_DRAIN_S
+from serve_app.server.serve_env import SERVE_ENVIRONMENT, SESSION_DRAIN_S
 from tests.unit.kuberay_manifests import (
     KUBERAY,
     ROOT,

@@ -38,11 +38,11 @@ from bench.load_report import (
 )
 from bench.plots import plot_breakdown, plot_histogram, plot_latency_vs_sessions
 from deployments.backends.fake import FakeASR, FakeLLM, FakeTTS
+from serve_app.client.talk import FRAME_BYTES
 from serve_app.config import AppConfig
-from serve_app.model_clients import ModelClients
-from serve_app.session import Session
-from serve_app.talk import FRAME_BYTES
-from serve_app.vad import SileroVAD
+from serve_app.engine.audio.vad import SileroVAD
+from serve_app.engine.model_clients import ModelClients
+from serve_app.protocols.realtime.adapter import RealtimeSession
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SERVER = {"asr_ms": 50.0, "llm_first_token_ms": 160.0, "first_phrase_ms": 175.0, "tts_first_chunk_ms": 250.0}
@@ -240,7 +240,7 @@ class SessionTestServer:
             while True:
                 await ws.send(json.dumps(await outbound.get()))
 
-        session = Session(self.config, self.models, self.vad.stream(), outbound.put)
+        session = RealtimeSession(self.config, self.models, self.vad.stream(), outbound.put)
         writer = asyncio.create_task(write())
         try:
             await session.start()

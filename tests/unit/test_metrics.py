@@ -1,6 +1,6 @@
 """What a Session records in voxray's metrics and logs, with fakes and no Ray.
 
-Outside a Ray worker the metrics go to ``serve_app.metrics.MemoryRecorder``, read back here;
+Outside a Ray worker the metrics go to ``serve_app.observability.metrics.MemoryRecorder``, read back here;
 ``tests/serve/test_metrics.py`` checks the same series through Ray's export and Prometheus.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from deployments.backends.fake import FakeASR, FakeLLM
-from serve_app import metrics
-from serve_app.metrics import CATALOGUE, MemoryRecorder
-from serve_app.vad import SileroVAD
+from serve_app.engine.audio.vad import SileroVAD
+from serve_app.observability import metrics
+from serve_app.observability.metrics import CATALOGUE, MemoryRecorder
 from tests.unit.test_session import Harness
 
 FAKE = {"backend": "fake", "model": "-"}

@@ -17,7 +17,7 @@ import pytest
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
 from deployments.types import AudioChunk, ChatMessage, SamplingParams, Transcript
-from serve_app.model_clients import (
+from serve_app.engine.model_clients import (
     ATTEMPTS,
     HandleASR,
     HandleLLM,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serve_app.metrics import CATALOGUE
+from serve_app.observability.metrics import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "kuberay" / "monitoring"

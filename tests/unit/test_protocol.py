@@ -3,7 +3,7 @@
 Each builder's output must validate as the official event class leniently (the
 ``RealtimeServerEvent`` union), strictly (no coercion), through the SDK's own receive path, and
 with no key the official model lacks (the SDK's models accept extras silently, so that is checked
-by hand); so must a whole response as ``serve_app.response`` emits it. Session state and the
+by hand); so must a whole response as ``serve_app.engine.response`` emits it. Session state and the
 client events the SDK sends are in ``test_protocol_client.py``; malformed client events and the
 errors they map to in ``test_protocol_errors.py``.
 """
@@ -20,7 +20,7 @@ import pytest
 from openai.types import realtime as oai
 from pydantic import BaseModel
 
-from serve_app.protocol import realtime as rt
+from serve_app.protocols.realtime import wire as rt
 from tests.unit.protocol_helpers import PCM, assert_official
 
 # --- server event builders ------------------------------------------------------------------
@@ -28,7 +28,7 @@ from tests.unit.protocol_helpers import PCM, assert_official
 
 @dataclass
 class Msg:
-    """Shaped like ``serve_app.conversation.Item``: what the builders take as an item."""
+    """Shaped like ``serve_app.engine.conversation.Item``: what the builders take as an item."""
 
     id: str
     role: str
@@ -177,7 +177,7 @@ def test_response_usage_leaves_unknown_counts_out() -> None:
     )
 
 
-# --- a whole response, as serve_app.response emits it ----------------------------------------
+# --- a whole response, as serve_app.engine.response emits it ----------------------------------------
 
 OFFICIAL_BY_TYPE = {cls.model_fields["type"].annotation.__args__[0]: cls for _, _, cls in BUILDERS}
 

@@ -18,8 +18,8 @@ from openai.types import realtime as oai
 from pydantic import BaseModel
 
 from serve_app.config import SessionDefaults
-from serve_app.protocol import realtime as rt
-from serve_app.protocol.realtime import ProtocolError, SessionState, parse_client_event
+from serve_app.protocols.realtime import wire as rt
+from serve_app.protocols.realtime.wire import ProtocolError, SessionState, parse_client_event
 from tests.unit.protocol_helpers import B64, BASES, MAX, PCM, assert_official, no_extras, turn
 
 # --- session state --------------------------------------------------------------------------

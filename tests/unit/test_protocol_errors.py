@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from openai.types import realtime as oai
 
-from serve_app.protocol import realtime as rt
-from serve_app.protocol.realtime import ProtocolError, parse_client_event
+from serve_app.protocols.realtime import wire as rt
+from serve_app.protocols.realtime.wire import ProtocolError, parse_client_event
 from tests.unit.protocol_helpers import BASES, MAX, assert_official
 
 # --- client events: errors ------------------------------------------------------------------

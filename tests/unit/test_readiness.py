@@ -1,12 +1,12 @@
-"""``/readyz``'s check (serve_app.readiness) against the fake backends, without Ray."""
+"""``/readyz``'s check (serve_app.server.readiness) against the fake backends, without Ray."""
 
 from __future__ import annotations
 
 import asyncio
 
 from deployments.backends.fake import FakeASR, FakeLLM, FakeTTS
-from serve_app.model_clients import ModelClients
-from serve_app.readiness import ReadinessCheck, readiness_report
+from serve_app.engine.model_clients import ModelClients
+from serve_app.server.readiness import ReadinessCheck, readiness_report
 
 
 def clients(**options: dict) -> ModelClients:

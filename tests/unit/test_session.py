@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from deployments.backends.fake import FakeASR, FakeLLM, FakeTTS
-from serve_app import metrics
 from serve_app.config import AppConfig
-from serve_app.model_clients import ModelClients
-from serve_app.session import Session
-from serve_app.vad import SileroVAD
+from serve_app.engine.audio.vad import SileroVAD
+from serve_app.engine.model_clients import ModelClients
+from serve_app.observability import metrics
+from serve_app.protocols.realtime.adapter import RealtimeSession
+from serve_app.server.limits import POLICY_VIOLATION, CloseConnection
 from tests.realtime_client import EventLog, user_text_item
 
 RATE = 24_000
@@ -47,7 +48,7 @@ class Harness:
                 "session": {"max_audio_lead_ms": 0, **cfg},
             }
         )
-        self.session = Session(
+        self.session = RealtimeSession(
             config, ModelClients(self.asr, self.llm, self.tts), vad.stream(), self.recorder.emit
         )
 
@@ -115,7 +116,7 @@ async def test_spoken_turn_runs_in_protocol_order(harness: Harness, make_utteran
     )
     assert len(audio_of(harness.recorder.events)) > RATE  # over half a second of reply audio
     # The ASR got the utterance at 16 kHz, with the prefix padding and without most of the trailing silence.
-    history = harness.session.conversation.messages("sys")
+    history = harness.session.engine.conversation.messages("sys")
     assert [m.role for m in history] == ["system", "user", "assistant"]
     assert history[2].content == spoken.strip()
 
@@ -153,7 +154,7 @@ async def test_barge_in_cancels_reply_and_keeps_only_what_was_sent(
         await asyncio.sleep(0.3)
         assert llm.stats()["tokens_generated"] == tokens  # generation stopped for good
         spoken = "".join(e["delta"] for e in h.recorder.of("response.output_audio_transcript.delta")).strip()
-        assistant = [m for m in h.session.conversation.messages("") if m.role == "assistant"]
+        assistant = [m for m in h.session.engine.conversation.messages("") if m.role == "assistant"]
         assert assistant[0].content == spoken
         assert 0 < len(spoken) < len(llm.options.reply) / 2
         # Metrics: a cancelled turn, why, and how long stopping took; a cut-off stream has no rate.
@@ -212,7 +213,7 @@ async def test_text_items_and_history_across_turns(harness: Harness) -> None:
     await harness.send(user_text_item("And again"))
     await harness.send({"type": "response.create"})
     await harness.recorder.wait_for("response.done", count=2)
-    history = harness.session.conversation.messages("be brief")
+    history = harness.session.engine.conversation.messages("be brief")
     assert [m.role for m in history] == ["system", "user", "assistant", "user", "assistant"]
     assert history[0].content == "be brief"
     assert history[3].content == "And again"
@@ -284,7 +285,7 @@ async def test_two_sessions_never_share_state(vad: SileroVAD, make_utterance: An
         await asyncio.gather(a.speak(utterance), b.speak(utterance))
         await asyncio.gather(a.recorder.wait_for("response.done"), b.recorder.wait_for("response.done"))
         for h, name in ((a, "A"), (b, "B")):
-            messages = h.session.conversation.messages(h.session.state.instructions)
+            messages = h.session.engine.conversation.messages(h.session.state.instructions)
             assert messages[0].content == f"You are {name}."
             assert messages[1].content == f"I am session {name}"
             assert f"I am session {name}" in messages[2].content
@@ -405,3 +406,22 @@ async def test_speculation_can_be_switched_off(vad: SileroVAD, make_utterance: A
         assert llm.stats()["aborted_generations"] == 0  # nothing was started at the pause
     finally:
         await h.session.close()
+
+
+async def test_error_events_and_closing_errors_are_counted_by_type_code_and_protocol(
+    harness: Harness,
+) -> None:
+    memory = metrics.MemoryRecorder()
+    metrics.use_recorder(memory)
+    try:
+        await harness.send("not json")
+        closing = harness.session.closing_message(CloseConnection(POLICY_VIOLATION, "idle_timeout", "Idle."))
+    finally:
+        metrics.use_recorder(None)
+    assert [(m["type"], m["error"]["code"]) for m in closing] == [("error", "idle_timeout")]
+    errors = memory.total(
+        "voxray_errors", type="invalid_request_error", code="invalid_json", protocol="realtime"
+    )
+    assert errors == 1
+    assert memory.total("voxray_errors", code="idle_timeout", protocol="realtime") == 1
+    assert memory.total("voxray_errors") == 2

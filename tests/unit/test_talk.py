@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from serve_app import cli
-from serve_app.audio import read_wav
-from serve_app.talk import (
+from serve_app.client import cli
+from serve_app.client.talk import (
     FRAME_BYTES,
     RATE,
     TalkResult,
@@ -29,6 +28,7 @@ from serve_app.talk import (
     last_voiced_frame,
     talk,
 )
+from serve_app.engine.audio.pcm import read_wav
 
 TRANSCRIPT = "what is the capital of france"
 REPLY_TEXT = ["Paris ", "is the ", "capital."]

@@ -1,4 +1,4 @@
-"""Tests for serve_app.text: phrase splitting of streamed LLM text, speech cleaning."""
+"""Tests for serve_app.engine.text: phrase splitting of streamed LLM text, speech cleaning."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from serve_app.text import PhraseSplitter, clean_for_speech
+from serve_app.engine.text import PhraseSplitter, clean_for_speech
 
 
 def split(text: str, step: int = 1, **kwargs: int) -> list[str]:

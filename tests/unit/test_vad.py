@@ -1,4 +1,4 @@
-"""Tests for serve_app.vad on real speech (Piper) and the real Silero VAD model."""
+"""Tests for serve_app.engine.audio.vad on real speech (Piper) and the real Silero VAD model."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve_app.audio import read_wav
-from serve_app.vad import (
+from serve_app.engine.audio.pcm import read_wav
+from serve_app.engine.audio.vad import (
     SileroVAD,
     SpeechPaused,
     SpeechResumed,

@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.vad import SileroVAD, SpeechStarted, SpeechStopped, VADEvent, VADStream, run_windows
-from serve_app.vad_batch import VADBatcher
+from serve_app.engine.audio.vad import (
+    SileroVAD,
+    SpeechStarted,
+    SpeechStopped,
+    VADEvent,
+    VADStream,
+    run_windows,
+)
+from serve_app.engine.audio.vad_batch import VADBatcher
 from tests.conftest import PHRASES, SpeechCache
 
 RATE = 24000
