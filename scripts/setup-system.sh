@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the test suite's real servers come from, when missing:
-# prometheus (tests/serve/test_metrics.py scrapes voxray with it) and chromium (the browser
-# client's tests drive it with Playwright). Needs root (or sudo);
+# prometheus (tests/serve/test_metrics.py scrapes voxray with it), chromium (the browser
+# client's tests drive it with Playwright), and what PyAudio 0.2.14 (no Linux wheel) needs to
+# build from source for the real speechmatics-flow CLI (scripts/setup-flow-client.sh):
+# PortAudio's headers, gcc, and Python's headers. Needs root (or sudo);
 # without it, it says what to install and the tests that need the package fail saying so.
 set -euo pipefail
 packages=()
 command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)
 [ -x /usr/bin/chromium ] || packages+=(chromium)
+[ -e /usr/include/portaudio.h ] || packages+=(portaudio19-dev)
+command -v gcc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
+# Python.h of the interpreter the venvs are made with; only Debian's own python3 gets them
+# from python3-dev (a pyenv or /usr/local build ships its own).
+if ! "${PYTHON:-python3}" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; then
+  packages+=(python3-dev)
+fi
 [ ${#packages[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then

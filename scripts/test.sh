@@ -8,10 +8,18 @@
 # own venv (scripts/setup-engines.sh): vLLM (tests/models/test_vllm_engine.py) and NeMo
 # (tests/models/test_nemo_*.py). There, a missing engine fails instead of skipping
 # (VOXRAY_REQUIRE_ENGINES). VOXRAY_SKIP_ENGINES=1 leaves them out.
+#
+# The real Speechmatics Flow CLI (scripts/setup-flow-client.sh, .venv-flow: about 15 s the first
+# time, then nothing) is always installed: the main suite runs it as a subprocess
+# (tests/flow_cli.py), and here VOXRAY_REQUIRE_ENGINES includes "flow", so a missing CLI fails
+# its tests; a plain `pytest` without .venv-flow skips them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup-system.sh
+bash scripts/setup-flow-client.sh \
+  || echo "voxray setup: the speechmatics-flow CLI did not install; its tests will fail" >&2
+export VOXRAY_REQUIRE_ENGINES="${VOXRAY_REQUIRE_ENGINES:+$VOXRAY_REQUIRE_ENGINES,}flow"
 if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest -q -ra "$@"
 fi
