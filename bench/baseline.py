@@ -19,7 +19,7 @@ import platform
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -214,7 +214,7 @@ async def run(args: argparse.Namespace) -> BaselineReport:
             print(_progress_line(len(records), total, record), file=sys.stderr)
     results = [r.result for r in records if r.result is not None]
     return BaselineReport(
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         url=args.url,
         host=platform.platform(),
         questions=list(args.questions),

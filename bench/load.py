@@ -21,7 +21,7 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.baseline import DEFAULT_QUESTIONS, synthesize_questions
@@ -81,7 +81,7 @@ async def run_load(
     records = [r for session in per_session for r in session]
     lags = [round(c.mic.max_lag_s * 1000, 1) for c in clients if c.mic is not None]
     return LoadReport(
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         host=platform.platform(),
         config=settings,
         send_lag_ms=lags,

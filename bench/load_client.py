@@ -112,7 +112,7 @@ class SessionClient:
         try:
             # proxy=None: a local voice server is never behind the environment's HTTP proxy.
             ws = await connect(s.url, proxy=None, max_size=16 << 20, open_timeout=15)
-        except (OSError, InvalidHandshake, InvalidURI, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, InvalidHandshake, InvalidURI) as exc:
             for t in range(s.turns):
                 question = self.questions[(self.index + t) % len(self.questions)].text
                 records.append(
@@ -162,7 +162,7 @@ class SessionClient:
         mic.say(question, on_last_voiced=on_last_voiced)
         try:
             await asyncio.wait_for(self._converse(turn), s.turn_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             turn.fail(f"timeout: no finished reply within {s.turn_timeout_s:g} s")
         self.turn = None
         record = self._measure(t, question.text, turn)

@@ -26,7 +26,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -189,7 +189,7 @@ async def run_soak(
     verdicts = [judge(samples, label, rule) for label in labels(samples)]
     sessions_after = samples[-1].sessions_live
     return SoakReport(
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         host=platform.platform(),
         settings=settings,
         rule=rule,

@@ -121,7 +121,7 @@ class _Turn:
             ws = await connect(
                 url, proxy=None, max_size=16 << 20, open_timeout=10, additional_headers=headers
             )
-        except (OSError, InvalidHandshake, InvalidURI, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, InvalidHandshake, InvalidURI) as exc:
             reason = str(exc) or type(exc).__name__
             raise TalkConnectionError(
                 f"could not connect to {url}: {reason}. Is the server running? {START_HINT}"
@@ -316,7 +316,7 @@ async def talk(
     turn = _Turn(frames, speech_end, fast, max_trailing_silence_s, progress or (lambda _line: None))
     try:
         await asyncio.wait_for(turn.run(url, _session_update(instructions, voice), api_key), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         last = turn.events[-1][0] if turn.events else "none"
         raise TalkTimeout(f"no complete reply within {timeout:g} s (last server event: {last})") from None
     return _result(turn, pcm, voiced)

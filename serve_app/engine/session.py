@@ -126,6 +126,11 @@ class VoiceSession:
         return self._replying is not None and self._replying.replying
 
     @property
+    def turns(self) -> list[Turn]:
+        """The turns in flight (a snapshot, in no particular order)."""
+        return list(self._turns)
+
+    @property
     def user_speaking(self) -> bool:
         """Whether the VAD is inside the user's speech."""
         return self._speaking is not None

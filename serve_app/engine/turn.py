@@ -118,6 +118,7 @@ class Turn:
     def __init__(self, ctx: TurnContext, item_id: str) -> None:
         self.item_id = item_id
         self.phase = TurnPhase.LISTENING
+        self.history: list[TurnPhase] = [TurnPhase.LISTENING]  # every phase entered, in order
         self.transcript: asyncio.Task[Transcript | None] | None = None
         self._ctx = ctx
         self._group: asyncio.TaskGroup | None = None
@@ -155,6 +156,7 @@ class Turn:
         if phase not in _NEXT[self.phase]:
             raise TurnStateError(f"turn {self.item_id}: {self.phase.value} → {phase.value} is not allowed")
         self.phase = phase
+        self.history.append(phase)
         self._check_settled()
 
     def _check_settled(self) -> None:
