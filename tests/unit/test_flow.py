@@ -198,12 +198,13 @@ def test_audio_decoding() -> None:
         decode_audio(b"\x00" * 6, "pcm_f32le")
 
 
-def test_frames_are_whole_256_byte_units_and_only_the_last_is_padded() -> None:
+def test_frames_are_whole_256_byte_units_sent_at_once_and_only_the_last_is_padded() -> None:
     writer = FrameWriter(512)
-    assert writer.push(b"\x01" * 700) == [b"\x01" * 512]
-    assert writer.push(b"\x01" * 100) == []
+    assert writer.push(b"\x01" * 700) == [b"\x01" * 512]  # 188 bytes wait for more
+    assert writer.push(b"\x01" * 100) == [b"\x01" * 256]
+    assert writer.push(b"\x02" * 1100) == [b"\x01" * 32 + b"\x02" * 480, b"\x02" * 512]
     [last] = writer.flush()
-    assert len(last) == 512 and last[:288] == b"\x01" * 288 and last[288:] == b"\x00" * 224
+    assert last == b"\x02" * 108 + b"\x00" * 148
     assert writer.flush() == []
     with pytest.raises(ValueError):
         FrameWriter(300)

@@ -14,7 +14,7 @@ from serve_app.protocols.flow.messages import Encoding, FlowProtocolError
 
 OUTPUT_RATE = 16_000
 FRAME_UNIT = 256  # bytes: every outgoing frame is a multiple of this
-FRAME_BYTES = 10 * FRAME_UNIT  # 80 ms of 16 kHz PCM16: small enough to start playback quickly
+MAX_FRAME_BYTES = 32 * FRAME_UNIT  # 256 ms of 16 kHz PCM16
 SAMPLE_BYTES: dict[str, int] = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1}
 
 
@@ -54,30 +54,31 @@ def decode_audio(data: bytes, encoding: Encoding) -> bytes:
 class FrameWriter:
     """Cuts reply audio into frames of whole 256-byte units, padding only the last one.
 
+    Audio goes out as soon as a whole unit is there (a remainder under 256 bytes, 8 ms,
+    waits for the next chunk), in frames of at most ``max_frame_bytes``.
+
     Args:
-        frame_bytes: The size of a full frame (a multiple of 256).
+        max_frame_bytes: The largest frame (a multiple of 256).
     """
 
-    def __init__(self, frame_bytes: int = FRAME_BYTES) -> None:
-        if frame_bytes % FRAME_UNIT:
-            raise ValueError(f"frame_bytes must be a multiple of {FRAME_UNIT}")
-        self._frame_bytes = frame_bytes
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+        if max_frame_bytes % FRAME_UNIT or max_frame_bytes <= 0:
+            raise ValueError(f"max_frame_bytes must be a positive multiple of {FRAME_UNIT}")
+        self._max = max_frame_bytes
         self._pending = bytearray()
 
     def push(self, pcm16: bytes) -> list[bytes]:
-        """Add audio; returns the full frames now ready."""
+        """Add audio; returns the frames ready now (every whole unit)."""
         self._pending += pcm16
-        frames = []
-        while len(self._pending) >= self._frame_bytes:
-            frames.append(bytes(self._pending[: self._frame_bytes]))
-            del self._pending[: self._frame_bytes]
+        ready = len(self._pending) - len(self._pending) % FRAME_UNIT
+        frames = [bytes(self._pending[i : min(i + self._max, ready)]) for i in range(0, ready, self._max)]
+        del self._pending[:ready]
         return frames
 
     def flush(self) -> list[bytes]:
-        """The rest, padded with silence to a whole number of 256-byte units (or nothing)."""
+        """The rest, padded with silence to one whole 256-byte unit (or nothing)."""
         if not self._pending:
             return []
-        padding = -len(self._pending) % FRAME_UNIT
-        frame = bytes(self._pending) + b"\x00" * padding
+        frame = bytes(self._pending) + b"\x00" * (FRAME_UNIT - len(self._pending))
         self._pending.clear()
         return [frame]
