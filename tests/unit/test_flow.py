@@ -37,7 +37,9 @@ async def test_a_conversation_from_start_to_end(vad: SileroVAD, make_utterance: 
     driver = FlowDriver(vad, Models())
     await driver.start()
     try:
-        assert kinds(driver) == ["ConversationStarted"]
+        assert kinds(driver) == ["ConversationStarted", "Info"]
+        info = driver.of("Info")[0]
+        assert (info["type"], info["conversation_duration_limit"]) == ("conversation_duration_limit", 3600)
         speech = make_utterance("What is the capital of France?", lead_silence_s=0.3, trail_silence_s=0.2)
         await driver.speak(speech)  # no trailing silence to end the turn: AudioEnded does
         frames = len(driver.of("AudioAdded"))
@@ -49,7 +51,7 @@ async def test_a_conversation_from_start_to_end(vad: SileroVAD, make_utterance: 
         )
         assert driver.ended_after == 5.0  # the client closes; the server only if it does not
         order = [k for k in kinds(driver) if k != "AudioAdded"]
-        assert order[0] == "ConversationStarted"
+        assert order[:2] == ["ConversationStarted", "Info"]
         assert (
             order.index("AddTranscript") < order.index("ResponseStarted") < order.index("ResponseCompleted")
         )
@@ -152,7 +154,7 @@ async def test_bad_input_after_the_start(vad: SileroVAD, message: str | bytes, w
     await driver.start()
     try:
         await driver.session.handle_message(message)
-        assert kinds(driver) == ["ConversationStarted", "Error", "ConversationEnded"]
+        assert kinds(driver) == ["ConversationStarted", "Info", "Error", "ConversationEnded"]
         assert words in driver.of("Error")[0]["reason"]
         assert not driver.of("AudioAdded")  # a refused frame is not acknowledged
     finally:
@@ -164,7 +166,7 @@ async def test_tools_are_stored_with_a_warning_and_unknown_fields_ignored(vad: S
     tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
     await driver.start(tools=[tool], future_field={"x": 1})
     try:
-        assert kinds(driver) == ["ConversationStarted", "Warning"]
+        assert kinds(driver) == ["ConversationStarted", "Info", "Warning"]
         assert "get_weather" in driver.of("Warning")[0]["reason"]
         assert [t.function.name for t in driver.session.tools] == ["get_weather"]
     finally:

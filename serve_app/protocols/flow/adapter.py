@@ -217,6 +217,7 @@ class FlowSession:
             self._vad_batcher,
         )
         await self._emit(fm.conversation_started(self.id))
+        await self._emit(fm.duration_limit_info(self._config.limits.max_session_s))
         if start.tools:
             self.tools = list(start.tools)
             names = ", ".join(tool.function.name for tool in start.tools)

@@ -270,9 +270,14 @@ def response_ended(content: str, start_time: float, end_time: float, *, interrup
     }
 
 
-def info(type: str, reason: str) -> Message:
-    """``Info``."""
-    return {"message": "Info", "type": type, "reason": reason}
+def duration_limit_info(limit_s: float) -> Message:
+    """``Info`` ``conversation_duration_limit``: the conversation ends after ``limit_s`` seconds."""
+    return {
+        "message": "Info",
+        "type": "conversation_duration_limit",
+        "reason": f"This conversation ends after {limit_s:g} seconds.",
+        "conversation_duration_limit": int(limit_s),
+    }
 
 
 def warning(type: WarningType, reason: str) -> Message:
