@@ -66,6 +66,8 @@ def current_replica() -> Any:
     """
     import ray
 
+    if not ray.is_initialized():  # get_runtime_context() would start a whole local cluster
+        raise LookupError("Ray is not initialized in this process")
     worker = ray._private.worker.global_worker
     actor_id = ray.get_runtime_context().get_actor_id()
     by_hex = {(k.hex() if hasattr(k, "hex") else k): a for k, a in worker.actors.items()}

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +27,15 @@ from typing import Any
 import pytest
 
 from serve_app.engine.audio.pcm import read_wav, resample_pcm16, trim_silence, write_wav
+from tests.processes import (
+    PROC,
+    ProcessInfo,
+    environment_value,
+    list_processes,
+    started_by_run,
+    stop_processes,
+    wait_gone,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 QUESTION_WAV = FIXTURES / "question.wav"
@@ -36,6 +48,22 @@ PHRASES: dict[str, str] = {
     "weather": "The weather is sunny today, with a light breeze from the west.",
     "hello": "Hello there.",
 }
+
+# Sentences for checking what a real ASR model hears: plain words (Whisper writes "ten" as
+# "10"), the capital questions the LLM tests ask among them. Tests bound the word error rate
+# over all of them (tests/wer.py) instead of requiring one exact word: int8 inference differs
+# between x86 CPUs, and on some Whisper base hears Piper's "France" as "friends".
+ASR_SENTENCES: tuple[str, ...] = (
+    QUESTION_TEXT,
+    "What is the capital of Italy?",
+    "Please turn off the lights in the kitchen.",
+    "Can you recommend a good book for a long train ride?",
+    "Remind me to call my mother this evening.",
+    "I would like to order a large pizza with mushrooms.",
+)
+# 4 word errors in 49 pass. Whisper base makes none or one (Piper's "France" straight from the
+# backend as "friends" on some CPUs); audio at the wrong rate or cut in half makes 25-40%.
+ASR_MAX_WER = 0.1
 
 
 def package_file(package: str, *parts: str) -> Path:
@@ -287,3 +315,68 @@ def deployed_app(name: str, args: dict[str, Any]) -> Iterator[str]:
         yield deploy_app(name, args)
     finally:
         serve.delete(name)
+
+
+# Processes the run starts must end with it: a Ray cluster, Serve's HAProxy, Prometheus and
+# Chromium all start processes in sessions of their own, which outlive their parents if a
+# teardown misses them. Every process started during the run inherits RUN_MARKER (set here,
+# unique per run); at the end, any of them still alive after a grace period is killed and
+# the run fails, naming it.
+RUN_MARKER = "VOXRAY_TEST_RUN"
+# Seconds the run's processes get to exit after the last test: Ray's may still be exiting
+# when ray.shutdown() returns, and a loaded machine is slow.
+LEAK_GRACE_S = float(os.environ.get("VOXRAY_LEAK_GRACE_S", "30"))
+_RUN_ENTRY = pytest.StashKey[str]()
+_EXISTING = pytest.StashKey[set[tuple[int, int]]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Mark this run's environment: each process the tests start inherits the marker."""
+    value = uuid.uuid4().hex
+    os.environ[RUN_MARKER] = value  # a nested run (a test running pytest) gets its own
+    config.stash[_RUN_ENTRY] = f"{RUN_MARKER}={value}"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Record the processes alive before any test ran: never counted as the run's."""
+    if PROC.is_dir():
+        session.config.stash[_EXISTING] = {p.key for p in list_processes().values()}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a process it started outlives it (after killing it)."""
+    entry = session.config.stash.get(_RUN_ENTRY, None)
+    existing = session.config.stash.get(_EXISTING, None)
+    if entry is None or existing is None:
+        return
+    survivors = wait_gone(started_by_run(entry, os.getpid(), existing), LEAK_GRACE_S)
+    if not survivors:
+        return
+    # Whatever they started meanwhile is the run's too.
+    leaked = list({p.key: p for p in [*survivors, *started_by_run(entry, os.getpid(), existing)]}.values())
+    # Which test was running when each started: read before they are killed.
+    started_in = {p.key: environment_value(p.pid, "PYTEST_CURRENT_TEST") for p in leaked}
+    stop_processes(leaked)
+    _report_leaked(session.config, leaked, started_in)
+    if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _report_leaked(
+    config: pytest.Config, leaked: list[ProcessInfo], started_in: dict[tuple[int, int], str | None]
+) -> None:
+    lines = [
+        f"{len(leaked)} process(es) started by the tests were still running {LEAK_GRACE_S:g} s "
+        "after the last test; killed them (a teardown misses them):",
+    ]
+    for test in sorted({t or "" for t in started_in.values()}):
+        lines.append(f"  started during {test or 'an unknown test (not in their environment)'}:")
+        lines.extend(f"    {p}" for p in leaked if (started_in[p.key] or "") == test)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        print("\n".join(lines), file=sys.stderr)
+        return
+    reporter.write_line("")
+    reporter.write_sep("=", "processes left running", red=True)
+    for line in lines:
+        reporter.write_line(line, red=True)
