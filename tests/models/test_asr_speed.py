@@ -2,7 +2,9 @@
 
 The sentences are ``bench.asr_speed``'s, spoken by Piper (deterministic, cached) with the
 silence the Ingress leaves around an utterance. Speed is measured by ``python -m
-bench.asr_speed``, never asserted here: the machine is shared and noisy.
+bench.asr_speed``, never asserted here: the machine is shared and noisy. Accuracy is bounded,
+not required exact: int8 inference differs between x86 CPUs, and a word of this same audio
+can differ between them (Whisper base hears Piper's "France" as "friends" on some).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import asyncio
 
 import pytest
 
-from bench.asr_speed import LEAD_S, SENTENCES, TRAIL_S, word_error_rate, word_errors
+from bench.asr_speed import LEAD_S, SENTENCES, TRAIL_S
 from tests.conftest import PIPER_RATE, SpeechCache, with_silence
+from tests.wer import describe_errors, normalize_words, word_error_rate, word_errors
 
 pytestmark = pytest.mark.models
 
@@ -25,6 +28,8 @@ from deployments.backends.faster_whisper_asr import (  # noqa: E402
 )
 
 SHORT_REPLIES = ("Yes.", "Okay.", "Thank you very much.", "Hello there.", "Really?")
+# Said before 30 s of silence (the full path): several words, so one misheard is not a failure.
+LONG_AUDIO_TEXT = "Please turn off the lights in the kitchen."
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +37,7 @@ def utterances(speech_cache: SpeechCache) -> dict[str, bytes]:
     """Each sentence at 22.05 kHz with 0.3 s of silence before and 0.5 s after."""
     return {
         text: with_silence(speech_cache.speech(text), PIPER_RATE, LEAD_S, TRAIL_S)
-        for text in (*SENTENCES, *SHORT_REPLIES)
+        for text in (*SENTENCES, *SHORT_REPLIES, LONG_AUDIO_TEXT)
     }
 
 
@@ -59,13 +64,17 @@ def _report(name: str, asr: FasterWhisperASR, texts: tuple[str, ...], hypotheses
     return wer
 
 
-def test_whisper_base_defaults_are_exact(utterances: dict[str, bytes]) -> None:
-    """The default config's model with the new defaults: every word right, short window used."""
+def test_whisper_base_defaults_are_nearly_exact(utterances: dict[str, bytes]) -> None:
+    """The default config's model with the new defaults: next to no word wrong, short window used.
+
+    Every word is right on the machine the defaults were measured on; another CPU may change
+    a word or two (3 in 154 pass). A window that cut or confused the audio costs far more.
+    """
     asr = FasterWhisperASR(None)
     hypotheses = _transcribe_all(asr, utterances, SENTENCES)
     wer = _report("whisper-base", asr, SENTENCES, hypotheses)
-    assert [h for t, h in zip(SENTENCES, hypotheses, strict=True) if word_errors(t, h)] == []
-    assert wer == 0.0
+    assert wer <= 0.02, describe_errors(SENTENCES, hypotheses)
+    assert sum(1 for t, h in zip(SENTENCES, hypotheses, strict=True) if word_errors(t, h)) <= 2
     stats = asr.stats()
     # The short window really answered (warmup included): not the old path in disguise.
     assert stats["short_window_transcriptions"] == len(SENTENCES) + 1
@@ -77,7 +86,7 @@ def test_whisper_tiny_en_is_nearly_exact(utterances: dict[str, bytes]) -> None:
     asr = FasterWhisperASR("bundled:whisper-tiny-en")
     hypotheses = _transcribe_all(asr, utterances, SENTENCES)
     wer = _report("whisper-tiny-en", asr, SENTENCES, hypotheses)
-    assert wer <= 0.03
+    assert wer <= 0.03, describe_errors(SENTENCES, hypotheses)
     assert sum(1 for t, h in zip(SENTENCES, hypotheses, strict=True) if word_errors(t, h)) <= 2
     assert asr.stats()["short_window_transcriptions"] == len(SENTENCES) + 1
 
@@ -85,13 +94,22 @@ def test_whisper_tiny_en_is_nearly_exact(utterances: dict[str, bytes]) -> None:
 def test_a_looping_short_window_falls_back_to_the_full_window(utterances: dict[str, bytes]) -> None:
     """A 1 s window makes Whisper loop on short replies ("Yes. Yes. Yes."); the guard catches it.
 
-    Every transcript must still be right, and some must have been redone with the full window
-    (otherwise this test would not test the guard).
+    No transcript may keep a loop (more words than were said), at most one word may be
+    misheard (of 9), and some must have been redone with the full window (otherwise this test
+    would not test the guard).
     """
     asr = FasterWhisperASR(None, {"short_window_s": 1.0, "short_window_pad_s": 0.0})
     hypotheses = _transcribe_all(asr, utterances, SHORT_REPLIES)
-    wer = _report("whisper-base, 1 s window", asr, SHORT_REPLIES, hypotheses)
-    assert wer == 0.0
+    _report("whisper-base, 1 s window", asr, SHORT_REPLIES, hypotheses)
+    looping = [
+        h
+        for t, h in zip(SHORT_REPLIES, hypotheses, strict=True)
+        if len(normalize_words(h)) > len(normalize_words(t))
+    ]
+    assert looping == []
+    assert sum(word_errors(t, h) for t, h in zip(SHORT_REPLIES, hypotheses, strict=True)) <= 1, (
+        describe_errors(SHORT_REPLIES, hypotheses)
+    )
     assert asr.stats()["short_window_fallbacks"] >= 1
 
 
@@ -104,9 +122,9 @@ def test_long_audio_takes_the_full_path(
     utterances: dict[str, bytes], options: dict[str, float], trailing_silence_s: float
 ) -> None:
     asr = FasterWhisperASR("bundled:whisper-tiny-en", options)
-    pcm = utterances["Hello there."] + bytes(2 * round(trailing_silence_s * PIPER_RATE))
+    pcm = utterances[LONG_AUDIO_TEXT] + bytes(2 * round(trailing_silence_s * PIPER_RATE))
     transcript = asyncio.run(asr.transcribe(pcm, PIPER_RATE, "en"))
-    assert "hello there" in transcript.text.lower()
+    assert word_errors(LONG_AUDIO_TEXT, transcript.text) <= 1, transcript.text
     assert asr.stats()["short_window_transcriptions"] == 0
     assert asr.stats()["transcriptions"] == 1
 

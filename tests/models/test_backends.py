@@ -16,6 +16,8 @@ import pytest
 
 from deployments import models
 from deployments.types import AudioChunk, ChatMessage, SamplingParams
+from tests.conftest import ASR_MAX_WER, ASR_SENTENCES, QUESTION_TEXT
+from tests.wer import describe_errors, word_error_rate
 
 pytestmark = pytest.mark.models
 
@@ -51,32 +53,50 @@ def test_bundled_models_match_their_pinned_checksums() -> None:
 
 
 async def test_piper_speech_is_transcribed_by_whisper(piper_tts: Any, whisper_asr: Any) -> None:
-    started = time.perf_counter()
-    first_chunk_s = None
-    chunks: list[AudioChunk] = []
-    async for chunk in piper_tts.synthesize("What is the capital of France?", "joe"):
-        first_chunk_s = first_chunk_s or time.perf_counter() - started
-        chunks.append(chunk)
-    assert {c.sample_rate for c in chunks} == {22050}
-    pcm = b"".join(c.pcm16 for c in chunks)
-    transcript = await whisper_asr.transcribe(pcm, 22050, "en")
-    print(
-        f"\nMEASURED tts first chunk {first_chunk_s:.3f}s; asr {transcript.processing_s:.3f}s "
-        f"for {transcript.audio_duration_s:.2f}s of audio: {transcript.text!r}"
-    )
-    assert "capital" in transcript.text.lower() and "France" in transcript.text
-    assert transcript.language == "en"
-    assert transcript.audio_duration_s == pytest.approx(len(pcm) / 2 / 22050)
+    """Piper's speech, straight from the backend at 22.05 kHz, is what Whisper hears.
+
+    Several sentences within a word error rate, not one exact word: on this very audio,
+    Whisper base hears "What is the capital of friends?" on some x86 CPUs.
+    """
+    heard = []
+    for text in ASR_SENTENCES:
+        started = time.perf_counter()
+        first_chunk_s = None
+        chunks: list[AudioChunk] = []
+        async for chunk in piper_tts.synthesize(text, "joe"):
+            first_chunk_s = first_chunk_s or time.perf_counter() - started
+            chunks.append(chunk)
+        assert {c.sample_rate for c in chunks} == {22050}
+        pcm = b"".join(c.pcm16 for c in chunks)
+        transcript = await whisper_asr.transcribe(pcm, 22050, "en")
+        print(
+            f"\nMEASURED tts first chunk {first_chunk_s:.3f}s; asr {transcript.processing_s:.3f}s "
+            f"for {transcript.audio_duration_s:.2f}s of audio: {transcript.text!r}"
+        )
+        assert transcript.language == "en"
+        assert transcript.audio_duration_s == pytest.approx(len(pcm) / 2 / 22050)
+        heard.append(transcript.text)
+    wer = word_error_rate(ASR_SENTENCES, heard)
+    assert wer <= ASR_MAX_WER, describe_errors(ASR_SENTENCES, heard)
 
 
-async def test_asr_resamples_realtime_api_audio(whisper_asr: Any, question_wav: Path) -> None:
+async def test_asr_resamples_realtime_api_audio(
+    whisper_asr: Any, question_wav: Path, make_utterance: Callable[..., bytes]
+) -> None:
     """24 kHz is what Realtime API clients send; the backend resamples it to 16 kHz itself."""
     with wave.open(str(question_wav), "rb") as wav:
         assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (24000, 1, 2)
-        pcm = wav.readframes(wav.getnframes())
-    transcript = await whisper_asr.transcribe(pcm, 24000, None)  # language detected
-    assert "capital" in transcript.text.lower() and "France" in transcript.text
-    assert transcript.language == "en"
+        utterances = [wav.readframes(wav.getnframes())]  # QUESTION_TEXT, the fixture file
+    utterances += [make_utterance(text, 24000, 0.3, 0.8) for text in ASR_SENTENCES[1:]]
+    heard = []
+    for pcm in utterances:
+        transcript = await whisper_asr.transcribe(pcm, 24000, None)  # language detected
+        assert transcript.language == "en", transcript
+        assert transcript.audio_duration_s == pytest.approx(len(pcm) / 2 / 24000)
+        heard.append(transcript.text)
+    assert ASR_SENTENCES[0] == QUESTION_TEXT
+    wer = word_error_rate(ASR_SENTENCES, heard)
+    assert wer <= ASR_MAX_WER, describe_errors(ASR_SENTENCES, heard)
 
 
 async def test_piper_streams_chunks_before_the_text_is_synthesised(piper_tts: Any) -> None:

@@ -2,6 +2,12 @@
 
 Speech in (synthesized with the project's TTS), speech out, checked by transcribing the
 reply with the app's own ASR; the official openai SDK; concurrent sessions; barge-in.
+
+What Whisper hears may differ by a word between machines (int8 inference differs between
+x86 CPUs: on some it hears Piper's "What is the capital of France?" as "... of friends?"),
+so a transcript may be one word off; but the LLM's answer turns on the country, so the
+questions ask about countries whose names Whisper base heard right in every variant tried
+(int8 and float32, short and full window, resampled, faster and slower, with noise).
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ from ray import serve
 from serve_app.engine.audio.pcm import resample_pcm16
 from tests.conftest import deploy_app
 from tests.realtime_client import RealtimeTestClient
+from tests.wer import normalize_words, word_errors
 
 pytestmark = pytest.mark.models
 
 APP = "localapp"
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "local.yaml"
-QUESTION = "What is the capital of France?"
+QUESTION = "What is the capital of Italy?"
+FOLLOW_UP = "And what is the capital of Germany?"
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +45,11 @@ def app_url(serve_instance: str) -> str:
 
 def words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def assert_heard(question: str, heard: str, country: str) -> None:
+    """``heard`` is ``question`` but for one word at most, and names ``country``."""
+    assert word_errors(question, heard) <= 1 and country in normalize_words(heard), (question, heard)
 
 
 def transcribe(pcm16_24k: bytes) -> str:
@@ -53,9 +66,9 @@ async def test_spoken_question_gets_a_spoken_answer_that_matches_its_transcript(
         done = await client.wait_for("response.done", timeout=120)
         assert done["response"]["status"] == "completed", done
         heard = client.of("conversation.item.input_audio_transcription.completed")[0]["transcript"]
-        assert words(heard) == words(QUESTION)
+        assert_heard(QUESTION, heard, "italy")
         said = client.reply_text()
-        assert "paris" in words(said)
+        assert "rome" in words(said)
         audio = client.reply_audio()
         assert len(audio) / 2 / 24_000 > 0.5
         # The reply audio says what the transcript says: transcribe it with the app's own ASR.
@@ -81,7 +94,7 @@ async def test_official_sdk_conversation_keeps_history(app_url: str, make_uttera
             }
         )
         replies = []
-        for question in (QUESTION, "And what is the capital of Italy?"):
+        for question in (QUESTION, FOLLOW_UP):
             audio = make_utterance(question, lead_silence_s=0.2, trail_silence_s=1.0)
             for start in range(0, len(audio), 4800):
                 chunk = base64.b64encode(audio[start : start + 4800]).decode()
@@ -96,8 +109,8 @@ async def test_official_sdk_conversation_keeps_history(app_url: str, make_uttera
                     assert event.response.status == "completed"
                     break
             replies.append(transcript)
-        assert "paris" in words(replies[0])
-        assert "rome" in words(replies[1])
+        assert "rome" in words(replies[0])
+        assert "berlin" in words(replies[1])
 
 
 async def test_two_concurrent_sessions_each_get_their_own_answer(app_url: str, make_utterance: Any) -> None:
@@ -115,9 +128,9 @@ async def test_two_concurrent_sessions_each_get_their_own_answer(app_url: str, m
             k: c.of("conversation.item.input_audio_transcription.completed")[0]["transcript"]
             for k, c in clients.items()
         }
-        assert words(heard["a"]) == words(questions["a"])
-        assert words(heard["b"]) == words(questions["b"])
-        assert "paris" in words(a.reply_text())
+        assert_heard(questions["a"], heard["a"], "italy")
+        assert_heard(questions["b"], heard["b"], "germany")
+        assert "rome" in words(a.reply_text())
         assert "berlin" in words(b.reply_text())
 
 
