@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from bench.wer import word_error_rate, word_errors
 from serve_app.engine.audio.pcm import resample_pcm16, trim_silence
 
 RATE = 16_000
@@ -78,28 +78,6 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "default, float32": {"compute_type": "float32"},
 }
 _RAW = "_raw"
-
-
-def normalize_words(text: str) -> list[str]:
-    """Lowercase words without punctuation (apostrophes kept: "what's" is one word)."""
-    return re.sub(r"[^a-z0-9']+", " ", text.lower()).split()
-
-
-def word_errors(reference: str, hypothesis: str) -> int:
-    """Word-level Levenshtein distance (substitutions + deletions + insertions)."""
-    ref, hyp = normalize_words(reference), normalize_words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        diagonal, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (r != h))
-    return row[-1]
-
-
-def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Word errors over all pairs divided by the number of reference words."""
-    words = sum(len(normalize_words(r)) for r in references)
-    return sum(word_errors(r, h) for r, h in zip(references, hypotheses, strict=True)) / max(1, words)
 
 
 async def speak(sentences: Sequence[str]) -> list[bytes]:

@@ -14,8 +14,8 @@ import asyncio
 import pytest
 
 from bench.asr_speed import LEAD_S, SENTENCES, TRAIL_S
+from bench.wer import describe_errors, normalize_words, word_error_rate, word_errors
 from tests.conftest import PIPER_RATE, SpeechCache, with_silence
-from tests.wer import describe_errors, normalize_words, word_error_rate, word_errors
 
 pytestmark = pytest.mark.models
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from bench.wer import describe_errors, word_error_rate
 from deployments import models
 from deployments.types import AudioChunk, ChatMessage, SamplingParams
 from tests.conftest import ASR_MAX_WER, ASR_SENTENCES, QUESTION_TEXT
-from tests.wer import describe_errors, word_error_rate
 
 pytestmark = pytest.mark.models
 

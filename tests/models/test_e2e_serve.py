@@ -24,10 +24,10 @@ import yaml
 from openai import AsyncOpenAI
 from ray import serve
 
+from bench.wer import normalize_words, word_errors
 from serve_app.engine.audio.pcm import resample_pcm16
 from tests.conftest import deploy_app
 from tests.realtime_client import RealtimeTestClient
-from tests.wer import normalize_words, word_errors
 
 pytestmark = pytest.mark.models
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.wer import describe_errors, normalize_words, word_error_rate, word_errors
+from bench.wer import describe_errors, normalize_words, word_error_rate, word_errors
 
 
 def test_case_and_punctuation_are_not_words() -> None:

@@ -1,4 +1,4 @@
-"""Word error rate, for tests that check what a real ASR model heard.
+"""Word error rate: for `bench.asr_speed` and for tests that check what a real ASR model heard.
 
 A real model's transcript can differ by a word between machines (int8 inference differs
 between x86 CPUs: once Whisper base heard "What is the capital of friends?"), so tests
