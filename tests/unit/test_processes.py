@@ -59,6 +59,16 @@ def wait_for_sleep(duration: str, timeout_s: float = 10) -> ProcessInfo:
     return found
 
 
+def read_started(pid: int, timeout_s: float = 5.0) -> ProcessInfo | None:
+    """``read_process`` once the child has exec'd: /proc shows an empty cmdline for a moment."""
+    deadline = time.monotonic() + timeout_s
+    info = read_process(pid)
+    while info is not None and not info.cmdline and time.monotonic() < deadline:
+        time.sleep(0.01)
+        info = read_process(pid)
+    return info
+
+
 @pytest.fixture
 def cleanup() -> Iterator[list[str]]:
     """Durations of the sleeps a test starts: any still running at its end are killed."""
@@ -74,7 +84,7 @@ def test_a_child_is_found_by_its_tree_and_its_environment(cleanup: list[str]) ->
     cleanup.append(duration)
     child = subprocess.Popen(["sleep", duration], env={**os.environ, name: value}, start_new_session=True)
     try:
-        info = read_process(child.pid)
+        info = read_started(child.pid)
         assert info is not None and info.name == "sleep" and info.ppid == os.getpid()
         assert info.cmdline == f"sleep {duration}"
         assert has_environment_entry(child.pid, entry)
@@ -119,7 +129,7 @@ def test_an_orphan_in_its_own_session_is_found_by_its_environment(cleanup: list[
 def test_a_process_that_exits_within_the_grace_period_is_not_signalled() -> None:
     child = subprocess.Popen(["sleep", "0.5"])
     try:
-        info = read_process(child.pid)
+        info = read_started(child.pid)
         assert info is not None
         assert stop_processes([info], grace_s=10) == []  # a zombie once it exits: not alive
         assert child.wait(timeout=10) == 0  # it exited by itself, not by a signal
