@@ -130,11 +130,6 @@ class VoiceSession:
         """The turns in flight (a snapshot, in no particular order)."""
         return list(self._turns)
 
-    @property
-    def user_speaking(self) -> bool:
-        """Whether the VAD is inside the user's speech."""
-        return self._speaking is not None
-
     # -- audio in ----------------------------------------------------------------------------
 
     async def append_audio(self, pcm16: bytes) -> None:

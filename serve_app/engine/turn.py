@@ -179,11 +179,6 @@ class Turn:
         """Whether this turn's reply is being generated or waited for."""
         return self._reply_task is not None and not self._reply_task.done()
 
-    @property
-    def speculating(self) -> bool:
-        """Whether a speculative reply is in flight behind its gate."""
-        return self._speculation is not None
-
     # -- the user's speech -------------------------------------------------------------------
 
     def user_started_speaking(self) -> None:

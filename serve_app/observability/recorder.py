@@ -14,7 +14,7 @@ from deployments.logs import log_event
 from serve_app.engine.events import EngineEvent, ReplyDone, StageMeasured
 from serve_app.observability import metrics
 
-Protocol = str
+ProtocolName = str
 """The wire protocol a session speaks (``realtime``, ``flow``): the ``protocol`` label."""
 
 
@@ -26,7 +26,7 @@ class SessionRecorder:
         protocol: The ``protocol`` label of the per-turn series.
     """
 
-    def __init__(self, session_id: str, protocol: Protocol) -> None:
+    def __init__(self, session_id: str, protocol: ProtocolName) -> None:
         self._session_id = session_id
         self._protocol = protocol
 
@@ -70,7 +70,7 @@ class SessionRecorder:
 
 
 def record_error(
-    session_id: str | None, protocol: Protocol, error_type: str, code: str, message: str
+    session_id: str | None, protocol: ProtocolName, error_type: str, code: str, message: str
 ) -> None:
     """Count an error sent to a client and log it (one structured line).
 
