@@ -33,7 +33,6 @@ Typical use::
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
@@ -344,7 +343,7 @@ def run_flow_cli(
     """Run the real CLI once against a Flow server, with ``audio`` piped on its stdin.
 
     It blocks, so the server must not run on the calling thread's event loop (use
-    :func:`run_flow_cli_async` there).
+    ``asyncio.to_thread(run_flow_cli, ...)`` there).
 
     Args:
         url: The endpoint's ``ws://`` URL, or a port for ``ws://127.0.0.1:PORT/v1/flow``.
@@ -396,62 +395,4 @@ def run_flow_cli(
             messages=parse_json_lines(stdout),
             played_audio=_played(home),
             elapsed_s=time.monotonic() - started,
-        )
-
-
-async def run_flow_cli_async(
-    url: str | int,
-    audio: bytes | Path,
-    *,
-    auth_token: str = DEFAULT_AUTH_TOKEN,
-    print_json: bool = True,
-    extra_args: Sequence[str] = (),
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-) -> FlowCliResult:
-    """:func:`run_flow_cli` without blocking the event loop (for a server on the same loop).
-
-    Args:
-        url: The endpoint's ``ws://`` URL, or a port for ``ws://127.0.0.1:PORT/v1/flow``.
-        audio: Raw pcm_s16le at 16 kHz, or a 16-bit WAV file (path or bytes).
-        auth_token: The key, sent as ``Authorization: Bearer <auth_token>``.
-        print_json: Pass ``--print-json``.
-        extra_args: More CLI options.
-        timeout_s: Kill it after this long.
-
-    Returns:
-        The run's result.
-    """
-    if isinstance(url, int):
-        url = flow_url(url)
-    args = flow_cli_command(url, auth_token, print_json, extra_args)
-    pcm = _as_pcm(audio)
-    with tempfile.TemporaryDirectory(prefix="voxray-flow-cli-") as tmp:
-        home = Path(tmp)
-        started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=flow_cli_env(home),
-            cwd=home,
-        )
-        communicate = asyncio.ensure_future(proc.communicate(pcm))
-        try:
-            out, err = await asyncio.wait_for(asyncio.shield(communicate), timeout_s)
-            timed_out = False
-        except TimeoutError:
-            proc.kill()
-            out, err = await communicate  # what it wrote before the kill
-            timed_out = True
-        stdout = _text(out)
-        return FlowCliResult(
-            args=args,
-            returncode=None if timed_out else proc.returncode,
-            stdout=stdout,
-            stderr=_text(err),
-            messages=parse_json_lines(stdout),
-            played_audio=_played(home),
-            elapsed_s=time.monotonic() - started,
-            timed_out=timed_out,
         )
