@@ -28,6 +28,10 @@ BACKENDS: dict[str, dict[str, str]] = {
         "nemo": "deployments.backends.nemo_tts:NemoTTS",
         "fake": "deployments.backends.fake:FakeTTS",
     },
+    "speaker": {
+        "resemblyzer": "deployments.backends.resemblyzer_speaker:ResemblyzerSpeaker",
+        "nemo": "deployments.backends.nemo_speaker:NemoSpeaker",
+    },
 }
 
 

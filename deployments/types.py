@@ -33,13 +33,48 @@ class SamplingParams(BaseModel):
     seed: int | None = None
 
 
+class Word(BaseModel):
+    """One recognised word with its times in the transcribed audio.
+
+    Attributes:
+        text: The word as written, punctuation attached (``"Paris."``).
+        start_s: Where it starts, in seconds from the start of the audio given to ASR.
+        end_s: Where it ends.
+        confidence: The model's probability for it, 0 to 1.
+    """
+
+    text: str
+    start_s: float = Field(ge=0.0)
+    end_s: float = Field(ge=0.0)
+    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
 class Transcript(BaseModel):
-    """What ASR heard in one utterance."""
+    """What ASR heard in one utterance.
+
+    Attributes:
+        words: Word timings, when asked for (``word_timestamps``) and the backend has them;
+            empty otherwise.
+    """
 
     text: str
     language: str | None = None
     audio_duration_s: float = 0.0
     processing_s: float = 0.0
+    words: list[Word] = Field(default_factory=list)
+
+
+class SpeakerEmbeddings(BaseModel):
+    """Speaker embeddings of overlapping windows over one stretch of audio.
+
+    Window ``i`` covers ``starts_s[i]`` to ``ends_s[i]`` (seconds from the start of the
+    audio) and has the unit-length embedding ``vectors[i]``; the three lists have one entry
+    per window and are empty when the audio is too short for any window.
+    """
+
+    starts_s: list[float] = Field(default_factory=list)
+    ends_s: list[float] = Field(default_factory=list)
+    vectors: list[list[float]] = Field(default_factory=list)
 
 
 class AudioChunk(BaseModel):
@@ -60,6 +95,15 @@ class ASRBackend(Protocol):
 
     async def transcribe(self, pcm16: bytes, sample_rate: int, language: str | None) -> Transcript:
         """Transcribe mono PCM16 audio."""
+        ...
+
+
+@runtime_checkable
+class SpeakerBackend(Protocol):
+    """Speaker embeddings for diarization: who is speaking in each window of the audio."""
+
+    async def embed(self, pcm16: bytes, sample_rate: int) -> SpeakerEmbeddings:
+        """Embed overlapping windows of mono PCM16 audio (see :class:`SpeakerEmbeddings`)."""
         ...
 
 
