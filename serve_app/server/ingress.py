@@ -94,6 +94,11 @@ class Ingress:
         """The browser client: talk to voxray from a web page."""
         return page()
 
+    @api.get("/transcribe", include_in_schema=False)
+    async def transcribe_page(self) -> Response:
+        """The live captions page: transcribe the microphone or a dropped file (``/v2``)."""
+        return page("transcribe.html")
+
     @api.get("/web/{name}", include_in_schema=False)
     async def web_asset(self, name: str) -> Response:
         """The browser client's scripts and style."""

@@ -1,4 +1,5 @@
-"""The browser client's files (``serve_app/web/``), served by the Ingress at ``/`` and ``/web/``.
+"""The browser pages' files (``serve_app/web/``), served by the Ingress at ``/``, ``/transcribe``
+and ``/web/``.
 
 Plain HTML, CSS and JavaScript: nothing to build. The page's policy allows scripts, styles
 and connections to this server only, and the microphone for this origin only.
@@ -14,6 +15,7 @@ from starlette.responses import Response
 WEB_DIR = Path(__file__).parents[1] / "web"  # serve_app/web
 ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
+    "transcribe.js": "text/javascript; charset=utf-8",
     "worklets.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
@@ -34,9 +36,14 @@ def _read(name: str) -> bytes:
     return (WEB_DIR / name).read_bytes()
 
 
-def page() -> Response:
-    """The page itself (``GET /``)."""
-    return Response(_read("index.html"), media_type="text/html; charset=utf-8", headers=HEADERS)
+PAGES = ("index.html", "transcribe.html")
+
+
+def page(name: str = "index.html") -> Response:
+    """A page: the voice client (``GET /``) or the live captions (``GET /transcribe``)."""
+    if name not in PAGES:
+        raise ValueError(f"unknown page {name!r}; pages: {PAGES}")
+    return Response(_read(name), media_type="text/html; charset=utf-8", headers=HEADERS)
 
 
 def asset(name: str) -> Response:
