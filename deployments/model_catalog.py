@@ -238,5 +238,28 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
             ),
             license="MIT (package), CC0 (voice dataset); the piper-tts engine running it is GPL-3.0-or-later",
         ),
+        BundledModel(
+            name="resemblyzer-ge2e",
+            description=(
+                "Resemblyzer's GE2E speaker encoder (40 mel channels, 3-layer LSTM 256, 256-d unit "
+                "embeddings): speaker embeddings for live diarization, run in numpy without torch."
+            ),
+            # Its import name is lower-case, unlike the distribution name.
+            packages=(PackagePin(distribution="Resemblyzer", version="0.1.4", module="resemblyzer"),),
+            files=(
+                _file(
+                    "pretrained.pt",
+                    "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e",
+                    17_090_379,
+                    "resemblyzer:pretrained.pt",
+                ),
+            ),
+            entry="pretrained.pt",
+            upstream=(
+                "resemble-ai/Resemblyzer (https://github.com/resemble-ai/Resemblyzer), a GE2E voice "
+                "encoder (Wan et al. 2018) trained by Resemble AI; PyPI Resemblyzer 0.1.4"
+            ),
+            license="Apache-2.0 (package and weights)",
+        ),
     )
 }
