@@ -1,22 +1,25 @@
-// Audio worklets of voxray's page: microphone capture to PCM16 at 24 kHz, and reply playback
-// from a small jitter buffer that can be cleared at once (barge-in).
-const TARGET_RATE = 24000;
-const FRAME = 480; // 20 ms at 24 kHz per posted frame
+// Audio worklets of voxray's pages: microphone capture to PCM16 (24 kHz for the Realtime
+// page, 16 kHz for the captions page), and reply playback from a small jitter buffer that
+// can be cleared at once (barge-in).
 
 class CaptureProcessor extends AudioWorkletProcessor {
-  constructor() {
+  // processorOptions: targetRate (Hz, default 24000), frameMs (audio per posted frame, default 20).
+  constructor(options) {
     super();
-    this.step = sampleRate / TARGET_RATE; // input samples per output sample
+    const settings = (options && options.processorOptions) || {};
+    this.targetRate = settings.targetRate || 24000;
+    this.frameSamples = Math.round((this.targetRate * (settings.frameMs || 20)) / 1000);
+    this.step = sampleRate / this.targetRate; // input samples per output sample
     this.position = 0; // read position in the current input block (fractional)
     this.previous = 0; // last input sample of the previous block, for interpolation
-    this.frame = new Int16Array(FRAME);
+    this.frame = new Int16Array(this.frameSamples);
     this.filled = 0;
   }
 
   process(inputs) {
     const input = inputs[0] && inputs[0][0];
     if (!input) return true;
-    // Linear interpolation from the context's rate to 24 kHz (exact at 24 kHz). A position
+    // Linear interpolation from the context's rate to the target rate (exact when equal). A position
     // in [-1, 0) lies between the previous block's last sample and this block's first.
     const sample = (i) => (i < 0 ? this.previous : input[i]);
     while (this.position <= input.length - 1) {
@@ -25,9 +28,9 @@ class CaptureProcessor extends AudioWorkletProcessor {
       const value = fraction === 0 ? sample(index) : sample(index) + (sample(index + 1) - sample(index)) * fraction;
       const clamped = Math.max(-1, Math.min(1, value));
       this.frame[this.filled++] = clamped < 0 ? clamped * 0x8000 : clamped * 0x7fff;
-      if (this.filled === FRAME) {
+      if (this.filled === this.frameSamples) {
         this.port.postMessage(this.frame.buffer, [this.frame.buffer]);
-        this.frame = new Int16Array(FRAME);
+        this.frame = new Int16Array(this.frameSamples);
         this.filled = 0;
       }
       this.position += this.step;
