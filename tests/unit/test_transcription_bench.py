@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from websockets.asyncio.server import ServerConnection
 
 from bench.dialogues import Dialogue, RefWord
 from bench.transcription_score import (
@@ -186,3 +188,80 @@ def test_distribution() -> None:
     d = distribution([1.0, 2.0, 3.0, 4.0, 5.0])
     assert (d.n, d.p50, d.p90) == (5, 3.0, 4.6)
     assert distribution([]).p50 is None
+
+
+class FakeSpeechmaticsServer:
+    """A test fake of the ``/v2`` endpoint: acknowledges every frame and, at ``EndOfStream``,
+    sends one final transcript of given words (with speaker labels) and ``EndOfTranscript``."""
+
+    def __init__(self, words: list[tuple[str, float, float, str]]) -> None:
+        self.words = words
+        self.frames = 0
+        self.start: dict[str, Any] = {}
+
+    async def handle(self, ws: ServerConnection) -> None:
+        import json
+
+        async for raw in ws:
+            if isinstance(raw, bytes):
+                self.frames += 1
+                await ws.send(json.dumps({"message": "AudioAdded", "seq_no": self.frames}))
+                continue
+            message = json.loads(raw)
+            if message["message"] == "StartRecognition":
+                self.start = message
+                await ws.send(json.dumps({"message": "RecognitionStarted", "id": "fake"}))
+            elif message["message"] == "EndOfStream":
+                final = _message("AddTranscript", 0.0, self.words).message
+                await ws.send(json.dumps(final))
+                await ws.send(json.dumps({"message": "EndOfTranscript"}))
+
+
+async def test_the_client_streams_a_dialogue_and_records_every_message(tmp_path: Path) -> None:
+    import websockets
+
+    from bench.transcription import stream_dialogue
+    from serve_app.engine.audio.pcm import write_wav
+
+    wav = tmp_path / "d.wav"
+    write_wav(wav, bytes(2 * 16_000 * 3 // 4), 16_000)  # 0.75 s: 8 frames of 100 ms, the last short
+    dialogue = Dialogue(name="d", wav_path=wav, words=REFS, speakers=2)
+    fake = FakeSpeechmaticsServer(
+        [("hello", 0.5, 0.8, "S1"), ("there", 0.8, 1.2, "S1"), ("good", 1.6, 1.9, "S2")]
+    )
+    async with websockets.serve(fake.handle, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        log = await stream_dialogue(f"ws://127.0.0.1:{port}/v2", dialogue, frame_ms=100, timeout_s=10)
+    assert log.error is None
+    assert fake.frames == 8
+    config = fake.start["transcription_config"]
+    assert config["diarization"] == "speaker" and config["enable_partials"] is True
+    assert config["speaker_diarization_config"] == {"max_speakers": 2}
+    kinds = [m.message["message"] for m in log.messages]
+    assert kinds == ["AudioAdded"] * 8 + ["AddTranscript", "EndOfTranscript"]
+    assert len(log.ack_lag_s) == 8
+    # Frames are paced by the wall clock: the final arrives after the audio's 0.75 s.
+    assert log.messages[-2].t_s >= 0.75
+    score = score_dialogue(dialogue, log.messages)
+    assert (score.word_errors, score.speaker_correct, score.speaker_matched) == (1, 3, 3)
+
+
+async def test_the_client_reports_a_refusal(tmp_path: Path) -> None:
+    import json
+
+    import websockets
+
+    from bench.transcription import stream_dialogue
+    from serve_app.engine.audio.pcm import write_wav
+
+    async def refuse(ws: ServerConnection) -> None:
+        await ws.recv()
+        await ws.send(json.dumps({"message": "Error", "type": "not_authorised", "reason": "no"}))
+
+    wav = tmp_path / "d.wav"
+    write_wav(wav, bytes(3200), 16_000)
+    dialogue = Dialogue(name="d", wav_path=wav, words=REFS, speakers=2)
+    async with websockets.serve(refuse, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        log = await stream_dialogue(f"ws://127.0.0.1:{port}/v2", dialogue, timeout_s=5)
+    assert log.error is not None and "not_authorised" in log.error
