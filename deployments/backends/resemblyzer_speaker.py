@@ -228,8 +228,13 @@ def normalize_volume(wav: np.ndarray) -> np.ndarray:
     return wav if change_db < 0 else (wav * 10 ** (change_db / 20.0)).astype(np.float32)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free form of 1 / (1 + exp(-x))
+def _gates_ifog(rows: np.ndarray) -> np.ndarray:
+    """Reorder torch's gate blocks (input, forget, cell, output) to (input, forget, output, cell).
+
+    The three sigmoid gates then sit side by side and take one in-place sigmoid per step.
+    """
+    i, f, g, o = np.split(rows, 4, axis=0)
+    return np.concatenate([i, f, o, g], axis=0)
 
 
 class GE2EEncoder:
@@ -243,11 +248,13 @@ class GE2EEncoder:
         self.layers: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         layer = 0
         while f"lstm.weight_ih_l{layer}" in state:
-            w_ih = state[f"lstm.weight_ih_l{layer}"].astype(np.float32)
-            w_hh = state[f"lstm.weight_hh_l{layer}"].astype(np.float32)
-            bias = (state[f"lstm.bias_ih_l{layer}"] + state[f"lstm.bias_hh_l{layer}"]).astype(np.float32)
+            w_ih = _gates_ifog(state[f"lstm.weight_ih_l{layer}"].astype(np.float32))
+            w_hh = _gates_ifog(state[f"lstm.weight_hh_l{layer}"].astype(np.float32))
+            bias = _gates_ifog(state[f"lstm.bias_ih_l{layer}"] + state[f"lstm.bias_hh_l{layer}"])
             # Transposed once here so that each time step is a plain (windows, in) @ (in, 4H).
-            self.layers.append((np.ascontiguousarray(w_ih.T), np.ascontiguousarray(w_hh.T), bias))
+            self.layers.append(
+                (np.ascontiguousarray(w_ih.T), np.ascontiguousarray(w_hh.T), bias.astype(np.float32))
+            )
             layer += 1
         if not self.layers:
             raise ValueError("not a GE2E state dict: no lstm.weight_ih_l0")
@@ -266,19 +273,35 @@ class GE2EEncoder:
         """
         seq = np.asarray(mels, dtype=np.float32)
         batch, steps, _ = seq.shape
-        h = np.zeros((batch, self.hidden), dtype=np.float32)
+        hid = self.hidden
+        h = np.zeros((batch, hid), dtype=np.float32)
+        gates = np.empty((batch, 4 * hid), dtype=np.float32)
+        cell_in = np.empty((batch, hid), dtype=np.float32)
         for w_ih, w_hh, bias in self.layers:
             # The input projection of every step at once; only the recurrence is sequential.
             projected = seq @ w_ih + bias
-            h = np.zeros((batch, self.hidden), dtype=np.float32)
-            c = np.zeros_like(h)
-            outputs = np.empty((batch, steps, self.hidden), dtype=np.float32)
+            c = np.zeros((batch, hid), dtype=np.float32)
+            outputs = np.empty((batch, steps, hid), dtype=np.float32)
+            h = outputs[:, 0]  # zero state: its first product below is with zeros anyway
+            h[:] = 0.0
+            # In-place numpy on preallocated buffers: at a few windows per call the time goes
+            # to per-operation overhead, not arithmetic.
+            sig, g = gates[:, : 3 * hid], gates[:, 3 * hid :]
+            i, f, o = sig[:, :hid], sig[:, hid : 2 * hid], sig[:, 2 * hid :]
             for t in range(steps):
-                gates = projected[:, t] + h @ w_hh
-                i, f, g, o = np.split(gates, 4, axis=1)  # torch's gate order
-                c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
-                h = _sigmoid(o) * np.tanh(c)
-                outputs[:, t] = h
+                np.matmul(h, w_hh, out=gates)
+                gates += projected[:, t]
+                sig *= 0.5  # sigmoid(x) = (1 + tanh(x / 2)) / 2, without exp overflow
+                np.tanh(sig, out=sig)
+                sig += 1.0
+                sig *= 0.5
+                np.tanh(g, out=g)
+                c *= f
+                np.multiply(i, g, out=cell_in)
+                c += cell_in
+                h = outputs[:, t]
+                np.tanh(c, out=h)
+                h *= o
             seq = outputs
         raw = np.maximum(h @ self.linear_w + self.linear_b, 0.0)
         norms = np.linalg.norm(raw, axis=1, keepdims=True)
