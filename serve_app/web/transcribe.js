@@ -170,6 +170,8 @@ class CaptionSession {
   constructor(socket, source) {
     this.socket = socket;
     this.source = source; // {kind: "microphone", microphone, context} or {kind: "file", pcm, speed}
+    this.recognizing = false; // RecognitionStarted arrived: audio may be sent
+    this.waiting = []; // microphone frames captured before that, sent once it arrives
     this.audioEnded = false; // EndOfStream sent
     this.closedByUser = false;
     this.sawError = false;
@@ -178,6 +180,8 @@ class CaptionSession {
     socket.onopen = () => this.start();
     socket.onmessage = (event) => typeof event.data === "string" && this.onMessage(JSON.parse(event.data));
     socket.onclose = (event) => this.onClose(event);
+    // The microphone is captured from now on, so words said while the server starts are kept.
+    if (source.kind === "microphone") this.captureMicrophone();
   }
 
   send(message) {
@@ -197,27 +201,32 @@ class CaptionSession {
   }
 
   sendFrame(pcm16) {
-    if (this.audioEnded || this.socket.readyState !== WebSocket.OPEN) return;
-    this.socket.send(pcm16);
-    stats.framesSent++;
+    if (this.audioEnded) return;
+    if (!this.recognizing) this.waiting.push(pcm16);
+    else if (this.socket.readyState === WebSocket.OPEN) {
+      this.socket.send(pcm16);
+      stats.framesSent++;
+    }
+  }
+
+  captureMicrophone() {
+    const { context, microphone } = this.source;
+    this.capture = new AudioWorkletNode(context, "voxray-capture", {
+      processorOptions: { targetRate: RATE, frameMs: FRAME_MS },
+    });
+    this.capture.port.onmessage = (event) => this.sendFrame(event.data);
+    this.input = context.createMediaStreamSource(microphone);
+    this.input.connect(this.capture);
+    context.resume();
   }
 
   /** RecognitionStarted: the audio may flow. */
   beginAudio() {
     if (this.audioEnded) return; // stopped while the server was starting
     setState("listening", this.source.kind === "file" ? "transcribing the file" : "listening");
-    if (this.source.kind === "microphone") {
-      const { context, microphone } = this.source;
-      this.capture = new AudioWorkletNode(context, "voxray-capture", {
-        processorOptions: { targetRate: RATE, frameMs: FRAME_MS },
-      });
-      this.capture.port.onmessage = (event) => this.sendFrame(event.data);
-      this.input = context.createMediaStreamSource(microphone);
-      this.input.connect(this.capture);
-      context.resume();
-    } else {
-      this.streamFile();
-    }
+    this.recognizing = true;
+    for (const frame of this.waiting.splice(0)) this.sendFrame(frame);
+    if (this.source.kind === "file") this.streamFile();
   }
 
   /** Send the file's frames at `speed` × real time (0: as fast as acknowledgements allow). */
