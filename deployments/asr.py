@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 from ray import serve
 
 from deployments.common import backend_stats, load_backend
-from deployments.types import Transcript
+from deployments.types import DecodeOptions, Transcript
 
 
 @runtime_checkable
@@ -44,12 +44,20 @@ class ASRDeployment:
                 batch_wait_timeout_s=self._backend.batch_wait_timeout_s,
             )(self._transcribe_batch)
 
-    async def transcribe(self, pcm16: bytes, sample_rate: int, language: str | None) -> Transcript:
-        """Transcribe mono PCM16 audio at ``sample_rate``."""
+    async def transcribe(
+        self, pcm16: bytes, sample_rate: int, language: str | None, options: DecodeOptions | None = None
+    ) -> Transcript:
+        """Transcribe mono PCM16 audio at ``sample_rate``.
+
+        ``options`` (word times, draft decoding for live partials) go to a backend that
+        transcribes one request at a time. A batching backend ignores them: its transcripts
+        carry no word times and the live engine spreads the words over the audio; its decodes
+        are batched across every stream's partials and finals alike.
+        """
         if self._batched is not None:
             # Always positional: @serve.batch groups calls by the shape of their arguments.
             return await self._batched(pcm16, sample_rate, language)
-        return await self._backend.transcribe(pcm16, sample_rate, language)
+        return await self._backend.transcribe(pcm16, sample_rate, language, options)
 
     async def _transcribe_batch(
         self, pcm16s: list[bytes], sample_rates: list[int], languages: list[str | None]

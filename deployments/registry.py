@@ -31,6 +31,7 @@ BACKENDS: dict[str, dict[str, str]] = {
     "speaker": {
         "resemblyzer": "deployments.backends.resemblyzer_speaker:ResemblyzerSpeaker",
         "nemo": "deployments.backends.nemo_speaker:NemoSpeaker",
+        "fake": "deployments.backends.fake:FakeSpeaker",
     },
 }
 

@@ -64,6 +64,24 @@ class Transcript(BaseModel):
     words: list[Word] = Field(default_factory=list)
 
 
+class DecodeOptions(BaseModel):
+    """How to decode one request, for live transcription.
+
+    Attributes:
+        word_timestamps: Also return each word's times (``Transcript.words``), where the
+            backend can (faster-whisper aligns them; others leave ``words`` empty and the
+            engine spreads the words over the audio).
+        draft: A provisional decode for a partial transcript: latency over accuracy. A
+            backend may skip expensive second attempts and return an empty transcript
+            when its quick result looks wrong.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    word_timestamps: bool = False
+    draft: bool = False
+
+
 class SpeakerEmbeddings(BaseModel):
     """Speaker embeddings of overlapping windows over one stretch of audio.
 
@@ -93,8 +111,10 @@ class AudioChunk(BaseModel):
 class ASRBackend(Protocol):
     """Speech to text for one finished utterance."""
 
-    async def transcribe(self, pcm16: bytes, sample_rate: int, language: str | None) -> Transcript:
-        """Transcribe mono PCM16 audio."""
+    async def transcribe(
+        self, pcm16: bytes, sample_rate: int, language: str | None, options: DecodeOptions | None = None
+    ) -> Transcript:
+        """Transcribe mono PCM16 audio (``options``: word times, draft decoding)."""
         ...
 
 

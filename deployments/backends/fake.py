@@ -18,7 +18,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.backends.base import Backend
-from deployments.types import AudioChunk, ChatMessage, SamplingParams, Transcript
+from deployments.types import (
+    AudioChunk,
+    ChatMessage,
+    DecodeOptions,
+    SamplingParams,
+    SpeakerEmbeddings,
+    Transcript,
+    Word,
+)
 
 
 class _StreamTracker:
@@ -57,8 +65,10 @@ class FakeASR(Backend):
         super().__init__(model, options)
         self._calls = 0
 
-    async def transcribe(self, pcm16: bytes, sample_rate: int, language: str | None) -> Transcript:
-        """Return the next scripted transcript."""
+    async def transcribe(
+        self, pcm16: bytes, sample_rate: int, language: str | None, options: DecodeOptions | None = None
+    ) -> Transcript:
+        """Return the next scripted transcript (words spread evenly when word times are asked)."""
         started = time.perf_counter()
         if self.options.delay_ms:
             await asyncio.sleep(self.options.delay_ms / 1000)
@@ -66,11 +76,18 @@ class FakeASR(Backend):
             raise RuntimeError("FakeASR scripted failure")
         text = self.options.transcripts[self._calls % len(self.options.transcripts)]
         self._calls += 1
+        duration = len(pcm16) / 2 / sample_rate
+        words: list[Word] = []
+        if options is not None and options.word_timestamps:
+            tokens = text.split()
+            step = duration / max(1, len(tokens))
+            words = [Word(text=t, start_s=i * step, end_s=(i + 1) * step) for i, t in enumerate(tokens)]
         return Transcript(
             text=text,
             language=language,
-            audio_duration_s=len(pcm16) / 2 / sample_rate,
+            audio_duration_s=duration,
             processing_s=time.perf_counter() - started,
+            words=words,
         )
 
     def stats(self) -> dict[str, Any]:
@@ -170,3 +187,37 @@ class FakeTTS(Backend):
             "chunks": self._chunks,
             "aborted_syntheses": self._streams.aborted,
         }
+
+
+class FakeSpeaker(Backend):
+    """Speaker "embeddings" that are only each window's spectrum in a few bands: a test fake.
+
+    Two tones of different pitch come out as different speakers, the same tone as the same
+    one, which is all the serve tests need; real voices need a real model (``resemblyzer``).
+    """
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        window_s: float = Field(default=1.0, gt=0)
+        hop_s: float = Field(default=0.5, gt=0)
+        bands: int = Field(default=16, ge=2)
+
+    async def embed(self, pcm16: bytes, sample_rate: int) -> SpeakerEmbeddings:
+        """One unit vector of band energies per window."""
+        import numpy as np
+
+        audio = np.frombuffer(pcm16[: len(pcm16) // 2 * 2], dtype="<i2").astype(np.float32)
+        size, hop = round(self.options.window_s * sample_rate), round(self.options.hop_s * sample_rate)
+        if audio.size < size // 2:
+            return SpeakerEmbeddings()
+        starts = range(0, max(1, audio.size - size + 1), hop)
+        result = SpeakerEmbeddings()
+        for start in starts:
+            spectrum = np.abs(np.fft.rfft(audio[start : start + size]))
+            energy = np.array([band.sum() for band in np.array_split(spectrum, self.options.bands)])
+            vector = energy / (np.linalg.norm(energy) or 1.0)
+            result.starts_s.append(start / sample_rate)
+            result.ends_s.append(min(audio.size, start + size) / sample_rate)
+            result.vectors.append(vector.tolist())
+        return result

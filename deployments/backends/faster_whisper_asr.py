@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.backends.base import Backend
 from deployments.models import is_local_spec, resolve_model
-from deployments.types import Transcript
+from deployments.types import DecodeOptions, Transcript, Word
 
 DEFAULT_MODEL = "bundled:whisper-base"
 WHISPER_RATE = 16_000
@@ -129,18 +129,28 @@ class FasterWhisperASR(Backend):
         self._short_window = 0
         self._fallbacks = 0
 
-    async def transcribe(self, pcm16: bytes, sample_rate: int, language: str | None) -> Transcript:
+    async def transcribe(
+        self, pcm16: bytes, sample_rate: int, language: str | None, options: DecodeOptions | None = None
+    ) -> Transcript:
         """Transcribe mono PCM16 little-endian audio at any sample rate.
 
         Args:
             pcm16: The utterance.
             sample_rate: Its sample rate; resampled to 16 kHz when different.
             language: ISO code such as ``"en"``; ``None`` lets Whisper detect it.
+            options: Word times (aligned with Whisper's cross-attention, as faster-whisper's
+                ``word_timestamps``), and draft decoding: a suspect short-window result is
+                dropped (an empty transcript) instead of redone with the full window.
         """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._transcribe, pcm16, sample_rate, language)
+        decode = options or DecodeOptions()
+        return await loop.run_in_executor(
+            self._executor, self._transcribe, pcm16, sample_rate, language, decode
+        )
 
-    def _transcribe(self, pcm16: bytes, sample_rate: int, language: str | None) -> Transcript:
+    def _transcribe(
+        self, pcm16: bytes, sample_rate: int, language: str | None, decode: DecodeOptions
+    ) -> Transcript:
         import numpy as np
 
         started = time.perf_counter()
@@ -155,21 +165,24 @@ class FasterWhisperASR(Backend):
             audio = soxr.resample(audio, sample_rate, WHISPER_RATE).astype(np.float32, copy=False)
         self._active += 1
         try:
-            result = self._short_window_transcribe(audio, language)
-            if result is None:
-                result = self._full_transcribe(audio, language)
+            result = self._short_window_transcribe(audio, language, decode.word_timestamps)
+            if result is None and decode.draft:
+                result = "", language or "", []
+            elif result is None:
+                result = self._full_transcribe(audio, language, decode.word_timestamps)
         finally:
             self._active -= 1
             self._done += 1
-        text, detected = result
+        text, detected, words = result
         return Transcript(
             text=text,
             language=detected,
             audio_duration_s=duration,
             processing_s=time.perf_counter() - started,
+            words=words,
         )
 
-    def _full_transcribe(self, audio: Any, language: str | None) -> tuple[str, str]:
+    def _full_transcribe(self, audio: Any, language: str | None, word_timestamps: bool) -> _Decoded:
         """faster-whisper's own path: 30 s windows, temperature fallback, any length."""
         opts: FasterWhisperOptions = self.options
         segments, info = self._model.transcribe(
@@ -177,13 +190,22 @@ class FasterWhisperASR(Backend):
             language=language,
             beam_size=opts.beam_size,
             vad_filter=opts.vad_filter,
-            without_timestamps=True,
+            without_timestamps=not word_timestamps,
+            word_timestamps=word_timestamps,
             condition_on_previous_text=False,
         )
         # segments is lazy: decoding happens while it is consumed.
-        return "".join(segment.text for segment in segments).strip(), info.language
+        segments = list(segments)
+        words = [
+            _word(word.word, word.start, word.end, word.probability)
+            for segment in segments
+            for word in segment.words or ()
+        ]
+        return "".join(segment.text for segment in segments).strip(), info.language, words
 
-    def _short_window_transcribe(self, audio: Any, language: str | None) -> tuple[str, str] | None:
+    def _short_window_transcribe(
+        self, audio: Any, language: str | None, word_timestamps: bool
+    ) -> _Decoded | None:
         """Encode only the utterance plus padding; ``None`` when the full path must decide."""
         import numpy as np
 
@@ -236,7 +258,7 @@ class FasterWhisperASR(Backend):
         # The score is the length-normalised log probability; faster-whisper's average.
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         if result.no_speech_prob > _NO_SPEECH_MIN and avg_logprob < _LOG_PROB_MIN:
-            return "", language  # silence: the full path would skip it as well
+            return "", language, []  # silence: the full path would skip it as well
         text = tokenizer.decode(tokens).strip()
         if (
             len(tokens) >= cap
@@ -245,7 +267,15 @@ class FasterWhisperASR(Backend):
             or has_tandem_repeat(tokens)
         ):
             return self._fall_back()
-        return text, language
+        words: list[Word] = []
+        if word_timestamps and tokens:
+            # Whisper's cross-attention over the window just encoded: faster-whisper's own
+            # word alignment, without a second encoder pass.
+            aligned = self._model.find_alignment(tokenizer, [tokens], encoded, frames)[0]
+            words = [
+                _word(w["word"], w["start"], w["end"], w["probability"]) for w in aligned if w["word"].strip()
+            ]
+        return text, language, words
 
     def _fall_back(self) -> None:
         self._fallbacks += 1
@@ -284,6 +314,20 @@ class FasterWhisperASR(Backend):
             "short_window_transcriptions": self._short_window,
             "short_window_fallbacks": self._fallbacks,
         }
+
+
+_Decoded = tuple[str, str, list[Word]]  # text, language, word times
+
+
+def _word(text: str, start: float, end: float, probability: float) -> Word:
+    """One aligned word; times clamped to be ordered (alignment can put the end first)."""
+    start = max(0.0, float(start))
+    return Word(
+        text=text.strip(),
+        start_s=start,
+        end_s=max(start, float(end)),
+        confidence=min(1.0, max(0.0, float(probability))),
+    )
 
 
 def compression_ratio(text: str) -> float:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.backends.base import Backend
 from deployments.models import is_local_spec, model_file, resolve_model
-from deployments.types import Transcript
+from deployments.types import DecodeOptions, Transcript
 
 DEFAULT_MODEL = "nvidia/parakeet-tdt-0.6b-v2"
 
@@ -119,7 +119,9 @@ class NemoASR(Backend):
         """How long the deployment should wait to fill a batch."""
         return self.options.batch_wait_timeout_s
 
-    async def transcribe(self, pcm16: bytes, sample_rate: int, language: str | None) -> Transcript:
+    async def transcribe(
+        self, pcm16: bytes, sample_rate: int, language: str | None, options: DecodeOptions | None = None
+    ) -> Transcript:
         """Transcribe one mono PCM16 utterance at any sample rate (a batch of one).
 
         Args:
@@ -127,6 +129,9 @@ class NemoASR(Backend):
             sample_rate: Its sample rate; resampled to the model's rate when different.
             language: Passed through to the transcript: Parakeet v2 is English only, and
                 multilingual NeMo models detect the language themselves.
+            options: Accepted for the live engine; NeMo transcripts carry no word times
+                here (the engine spreads the words over the audio), and every decode is a
+                full one.
         """
         return (await self.transcribe_batch([(pcm16, sample_rate, language)]))[0]
 
