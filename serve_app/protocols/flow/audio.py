@@ -8,27 +8,12 @@ frames that are each a multiple of 256 bytes: the ``speechmatics-flow`` client p
 
 from __future__ import annotations
 
-import numpy as np
-
+from serve_app.engine.audio.codecs import AudioFormatError, decode_raw
 from serve_app.protocols.flow.messages import Encoding, FlowProtocolError
 
 OUTPUT_RATE = 16_000
 FRAME_UNIT = 256  # bytes: every outgoing frame is a multiple of this
 MAX_FRAME_BYTES = 32 * FRAME_UNIT  # 256 ms of 16 kHz PCM16
-SAMPLE_BYTES: dict[str, int] = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1}
-
-
-def _mulaw_table() -> np.ndarray:
-    """G.711 μ-law byte → linear PCM16 sample."""
-    codes = ~np.arange(256, dtype=np.int32) & 0xFF
-    sign = codes & 0x80
-    exponent = (codes >> 4) & 0x07
-    mantissa = codes & 0x0F
-    magnitude = ((mantissa << 3) + 0x84) << exponent
-    return np.where(sign != 0, 0x84 - magnitude, magnitude - 0x84).astype(np.int16)
-
-
-_MULAW = _mulaw_table()
 
 
 def decode_audio(data: bytes, encoding: Encoding) -> bytes:
@@ -37,18 +22,10 @@ def decode_audio(data: bytes, encoding: Encoding) -> bytes:
     Raises:
         FlowProtocolError: The byte count is not a whole number of samples.
     """
-    width = SAMPLE_BYTES[encoding]
-    if len(data) % width:
-        raise FlowProtocolError(
-            f"An audio frame of {len(data)} bytes is not a whole number of {encoding} samples "
-            f"({width} bytes each); send whole samples."
-        )
-    if encoding == "pcm_s16le":
-        return data
-    if encoding == "mulaw":
-        return _MULAW[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes()
-    floats = np.nan_to_num(np.frombuffer(data, dtype="<f4"), nan=0.0)
-    return (np.clip(floats, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    try:
+        return decode_raw(data, encoding)
+    except AudioFormatError as exc:
+        raise FlowProtocolError(str(exc)) from None
 
 
 class FrameWriter:
