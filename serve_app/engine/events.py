@@ -55,13 +55,77 @@ class InputCleared:
 
 
 @dataclass(frozen=True)
+class TimedWord:
+    """A word of live transcription, in input stream time.
+
+    Attributes:
+        text: The word as written; a punctuation mark is a word of its own (``"."``).
+        start_ms: Where it starts (ms of input audio since the stream began).
+        end_ms: Where it ends.
+        confidence: The model's probability for it, 0 to 1.
+        speaker: 1-based speaker label from diarization; ``None`` when diarization is off.
+    """
+
+    text: str
+    start_ms: float
+    end_ms: float
+    confidence: float = 1.0
+    speaker: int | None = None
+
+    @property
+    def is_punctuation(self) -> bool:
+        """Whether this is a punctuation mark rather than a spoken word."""
+        return bool(self.text) and not any(ch.isalnum() for ch in self.text)
+
+
+@dataclass(frozen=True)
 class TranscriptPartial:
-    """A provisional transcript of speech still in progress (it may change)."""
+    """A provisional transcript of speech still in progress (it may change).
+
+    Attributes:
+        words: Live transcription: the words not final yet, with times (empty in a voice turn).
+        stable_words: How many leading ``words`` two decodes in a row agreed on: they are
+            unlikely to change (OpenAI-style append-only deltas use only these).
+    """
 
     item_id: str
     text: str
     audio_start_ms: float
     audio_end_ms: float
+    words: tuple[TimedWord, ...] = ()
+    stable_words: int = 0
+
+
+@dataclass(frozen=True)
+class WordsFinal:
+    """Live transcription: words of the utterance ``item_id`` that will not change any more.
+
+    Sent as soon as they are settled: when the utterance ends, or earlier for the settled
+    start of a long utterance (``max_delay``). ``words`` may be empty (an utterance of noise).
+    """
+
+    item_id: str
+    words: tuple[TimedWord, ...]
+    audio_start_ms: float
+    audio_end_ms: float
+
+
+@dataclass(frozen=True)
+class UtteranceEnded:
+    """Live transcription: utterance ``item_id`` ended and all its words are final.
+
+    Attributes:
+        text: The whole utterance's final text.
+        words: All of its words (already sent in ``WordsFinal`` events).
+        forced: Ended on the client's request rather than by silence or end of stream.
+    """
+
+    item_id: str
+    text: str
+    words: tuple[TimedWord, ...]
+    audio_start_ms: float
+    audio_end_ms: float
+    forced: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,6 +233,8 @@ EngineEvent = (
     | TranscriptPartial
     | TranscriptFinal
     | TranscriptFailed
+    | WordsFinal
+    | UtteranceEnded
     | ReplyStarted
     | ReplyText
     | ReplyAudio

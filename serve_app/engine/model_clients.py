@@ -31,8 +31,11 @@ from deployments.types import (
     ASRBackend,
     AudioChunk,
     ChatMessage,
+    DecodeOptions,
     LLMBackend,
     SamplingParams,
+    SpeakerBackend,
+    SpeakerEmbeddings,
     Transcript,
     TTSBackend,
 )
@@ -51,11 +54,12 @@ replica without adding noticeable latency to the turn."""
 
 @dataclass(frozen=True)
 class ModelClients:
-    """The three model endpoints one Session talks to."""
+    """The model endpoints one Session talks to (``speaker``: diarization, when configured)."""
 
     asr: ASRBackend
     llm: LLMBackend
     tts: TTSBackend
+    speaker: SpeakerBackend | None = None
 
 
 class ModelReplicaError(RuntimeError):
@@ -232,13 +236,30 @@ class HandleASR(_RetryingHandle):
     def __init__(self, handle: Any, attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> None:
         super().__init__(handle, "ASR", False, attempts, backoff_s)
 
-    async def transcribe(self, pcm16: bytes, sample_rate: int, language: str | None) -> Transcript:
+    async def transcribe(
+        self, pcm16: bytes, sample_rate: int, language: str | None, options: DecodeOptions | None = None
+    ) -> Transcript:
         """Transcribe on any ASR replica; retried on another if the replica dies meanwhile."""
 
         async def call() -> Transcript:
-            return await self._handle.transcribe.remote(pcm16, sample_rate, language)
+            return await self._handle.transcribe.remote(pcm16, sample_rate, language, options)
 
         return await call_with_retry(self._name, "transcribe", call, self._attempts, self._backoff_s)
+
+
+class HandleSpeaker(_RetryingHandle):
+    """``SpeakerBackend`` over the Speaker deployment's handle."""
+
+    def __init__(self, handle: Any, attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> None:
+        super().__init__(handle, "Speaker", False, attempts, backoff_s)
+
+    async def embed(self, pcm16: bytes, sample_rate: int) -> SpeakerEmbeddings:
+        """Embed on any Speaker replica; retried on another if the replica dies meanwhile."""
+
+        async def call() -> SpeakerEmbeddings:
+            return await self._handle.embed.remote(pcm16, sample_rate)
+
+        return await call_with_retry(self._name, "embed", call, self._attempts, self._backoff_s)
 
 
 class HandleLLM(_RetryingHandle):

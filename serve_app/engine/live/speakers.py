@@ -1,0 +1,78 @@
+"""Speaker labels for live words: embeddings from the Speaker deployment, online clustering.
+
+The Speaker deployment embeds overlapping windows of a settled stretch of audio; the
+session's :class:`~serve_app.engine.diarization.OnlineSpeakers` gives each window a label; each
+word takes the label of the windows it overlaps most. Partials have no audio of their own
+settled yet, so their words take the label of the last word labelled (Speechmatics' own
+partials are provisional too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from serve_app.engine.diarization import OnlineSpeakers
+from serve_app.engine.events import TimedWord
+
+logger = logging.getLogger("voxray")
+
+
+class SpeakerLabeller:
+    """Labels one session's words with speakers.
+
+    Args:
+        speaker: The speaker embedding endpoint (``embed(pcm16, sample_rate)``).
+        max_speakers: At most this many labels (``None``: no limit).
+    """
+
+    def __init__(self, speaker: Any, max_speakers: int | None) -> None:
+        self._speaker = speaker
+        self._clusters = OnlineSpeakers(max_speakers=max_speakers)
+        self._last: int | None = None
+
+    @property
+    def max_speakers(self) -> int | None:
+        """The limit on distinct labels."""
+        return self._clusters.max_speakers
+
+    @max_speakers.setter
+    def max_speakers(self, value: int | None) -> None:
+        self._clusters.max_speakers = value
+
+    async def label(
+        self, words: list[TimedWord], pcm16: bytes, rate: int, offset_ms: float
+    ) -> list[TimedWord]:
+        """Words of ``pcm16`` (which starts at stream time ``offset_ms``) with speaker labels.
+
+        A failed embedding call leaves the words with the last label seen (or 1): the
+        transcript matters more than who said it.
+        """
+        try:
+            embeddings = await self._speaker.embed(pcm16, rate)
+        except Exception:
+            logger.exception("live transcription: speaker embedding failed")
+            embeddings = None
+        spans = self._clusters.assign(embeddings, offset_ms / 1000) if embeddings is not None else []
+        labelled: list[TimedWord] = []
+        for word in words:
+            if spans:
+                speaker = self._clusters.speaker_at(spans, word.start_ms / 1000, word.end_ms / 1000)
+            else:
+                speaker = self._last or 1
+            if word.is_punctuation and labelled:
+                speaker = labelled[-1].speaker or speaker  # a mark belongs to the word before it
+            labelled.append(dataclasses.replace(word, speaker=speaker))
+        if labelled:
+            self._last = labelled[-1].speaker
+        return labelled
+
+    def guess(self, words: list[TimedWord]) -> list[TimedWord]:
+        """Provisional labels for partial words: the last label seen."""
+        speaker = self._last or 1
+        return [dataclasses.replace(word, speaker=speaker) for word in words]
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Each speaker so far (``GetSpeakers``)."""
+        return self._clusters.speakers()
