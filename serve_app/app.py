@@ -10,6 +10,7 @@ from ray.serve import Application
 from deployments.asr import ASRDeployment
 from deployments.llm import LLMDeployment
 from deployments.llm_engines import build_engine_deployments
+from deployments.speaker import SpeakerDeployment
 from deployments.tts import TTSDeployment
 from serve_app.config import AppConfig
 from serve_app.server.access_registry import AccessRegistry
@@ -48,7 +49,7 @@ def bind_llm(config: AppConfig) -> Application:
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
-    """Compose the deployments: Ingress → (ASR, LLM → vLLM engines, TTS, AccessRegistry).
+    """Compose the deployments: Ingress → (ASR, LLM → vLLM engines, TTS, AccessRegistry, Speaker).
 
     Args:
         args: The ``args`` of the Serve config, validated by ``AppConfig``.
@@ -60,4 +61,5 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     asr = ASRDeployment.bind(config.asr.model_dump())
     llm = bind_llm(config)
     tts = TTSDeployment.bind(config.tts.model_dump())
-    return Ingress.bind(config.model_dump(), asr, llm, tts, AccessRegistry.bind())
+    speaker = SpeakerDeployment.bind(config.speaker.model_dump()) if config.speaker is not None else None
+    return Ingress.bind(config.model_dump(), asr, llm, tts, AccessRegistry.bind(), speaker)

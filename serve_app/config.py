@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from deployments.llm_engines import check_engine_config, engine_model_id
 from deployments.registry import backend_class, known_backends
 from serve_app.engine.audio.vad import MAX_PREFIX_PADDING_MS, MAX_SILENCE_DURATION_MS, VADParams
+from serve_app.engine.live.settings import LivePolicy
 
 
 class _Strict(BaseModel):
@@ -97,6 +98,60 @@ class TTSConfig(BackendConfig):
 
     backend: str = "piper"
     model: str | None = "bundled:piper-joe-medium"
+
+
+class SpeakerConfig(BackendConfig):
+    """Speaker embedding deployment: who spoke each word of a live transcript (diarization)."""
+
+    MODALITY: ClassVar[str] = "speaker"
+
+    backend: str = "resemblyzer"
+    model: str | None = "bundled:resemblyzer-ge2e"
+
+
+class TranscriptionConfig(_Strict):
+    """The live transcription policy (``/v2`` and OpenAI transcription sessions).
+
+    Attributes:
+        partial_step_ms: New audio needed before the utterance is decoded again for a partial.
+            Lower gives fresher partials at more ASR work per stream.
+        silence_ms: Silence that ends an utterance (its words then become final), unless the
+            client sets its own (Speechmatics ``end_of_utterance_silence_trigger``).
+        pause_ms: Silence after which the utterance's final decode starts speculatively; if
+            speech does not resume, that decode is the final when ``silence_ms`` is reached.
+        settle_pause_ms: A pause this long between words that two decodes agree on makes the
+            words before it final at once, inside an utterance that goes on.
+        max_window_ms: Longest audio one decode covers; a longer utterance is decoded from its
+            last settled pause on (keeps each decode's cost flat in long speech).
+        prefix_padding_ms: Audio before the VAD's speech onset included in an utterance.
+        threshold: VAD speech probability that starts an utterance.
+        max_delay_s: Default for how long after a word in a long utterance it is made final.
+        max_file_bytes: Largest compressed (non-WAV) file accepted; it is decoded whole.
+        ending_grace_s: After ``EndOfTranscript``, how long the client gets to close first.
+    """
+
+    partial_step_ms: float = Field(default=300.0, ge=50.0, le=5000.0)
+    silence_ms: int = Field(default=400, ge=100, le=MAX_SILENCE_DURATION_MS)
+    pause_ms: int = Field(default=150, ge=0, le=5000)
+    settle_pause_ms: float = Field(default=250.0, ge=0.0, le=5000.0)
+    max_window_ms: float = Field(default=10_000.0, ge=2000.0, le=28_000.0)
+    prefix_padding_ms: int = Field(default=200, ge=0, le=MAX_PREFIX_PADDING_MS)
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_delay_s: float = Field(default=4.0, ge=0.7, le=20.0)
+    max_file_bytes: int = Field(default=200 << 20, ge=1 << 20)
+    ending_grace_s: float = Field(default=2.0, ge=0.0, le=60.0)
+
+    def policy(self) -> LivePolicy:
+        """The engine's streaming policy for these settings."""
+        return LivePolicy(
+            partial_step_ms=self.partial_step_ms,
+            silence_ms=self.silence_ms,
+            pause_ms=self.pause_ms,
+            prefix_padding_ms=self.prefix_padding_ms,
+            threshold=self.threshold,
+            settle_pause_ms=self.settle_pause_ms,
+            max_window_ms=self.max_window_ms,
+        )
 
 
 class VADConfig(_Strict):
@@ -299,6 +354,12 @@ class AppConfig(_Strict):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     llm_engines: list[dict[str, Any]] = Field(default_factory=list)
     tts: TTSConfig = Field(default_factory=TTSConfig)
+    speaker: SpeakerConfig | None = Field(
+        default_factory=SpeakerConfig,
+        description="The speaker embedding deployment for diarization; null serves transcription "
+        "without speaker labels (words are labelled UU).",
+    )
+    transcription: TranscriptionConfig = Field(default_factory=TranscriptionConfig)
     vad: VADConfig = Field(default_factory=VADConfig)
     session: SessionDefaults = Field(default_factory=SessionDefaults)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)

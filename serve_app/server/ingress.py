@@ -27,10 +27,12 @@ from deployments.models import resolve_model
 from serve_app.config import AppConfig
 from serve_app.engine.audio.vad import SileroVAD
 from serve_app.engine.audio.vad_batch import VADBatcher
-from serve_app.engine.model_clients import HandleASR, HandleLLM, HandleTTS, ModelClients
+from serve_app.engine.model_clients import HandleASR, HandleLLM, HandleSpeaker, HandleTTS, ModelClients
 from serve_app.observability import metrics
 from serve_app.protocols.flow.adapter import FlowSession, flow_refusal
 from serve_app.protocols.realtime.adapter import RealtimeSession, realtime_refusal
+from serve_app.protocols.realtime.transcription import TranscriptionSession
+from serve_app.protocols.speechmatics_rt.adapter import RTSession, rt_refusal
 from serve_app.server.access import APIKeys, handshake_credentials
 from serve_app.server.access_registry import LEASE_RENEW_S
 from serve_app.server.admission import (
@@ -48,7 +50,11 @@ from serve_app.server.web_page import asset, page
 
 logger = logging.getLogger("voxray")
 
-PROTOCOLS = ("realtime", "flow")  # the wire protocols served, the sessions gauge's label values
+PROTOCOLS = (
+    "realtime",
+    "flow",
+    "speechmatics_rt",
+)  # the wire protocols served, the sessions gauge's label values
 
 api = FastAPI(title="voxray", description="Voice-to-voice AI over the OpenAI Realtime API")
 
@@ -71,10 +77,17 @@ def access_unavailable() -> CloseConnection:
 class Ingress:
     """Admits Realtime WebSockets and runs one Session per connection."""
 
-    def __init__(self, config: dict[str, Any], asr: Any, llm: Any, tts: Any, registry: Any) -> None:
+    def __init__(
+        self, config: dict[str, Any], asr: Any, llm: Any, tts: Any, registry: Any, speaker: Any = None
+    ) -> None:
         attach_to_serve_logs()
         self._config = AppConfig.model_validate(config)
-        self._models = ModelClients(HandleASR(asr), HandleLLM(llm), HandleTTS(tts))
+        self._models = ModelClients(
+            HandleASR(asr),
+            HandleLLM(llm),
+            HandleTTS(tts),
+            HandleSpeaker(speaker) if speaker is not None else None,
+        )
         self._readiness = ReadinessCheck(self._models)
         self._replica = serve.get_replica_context().replica_id.unique_id
         self._vad = SileroVAD(resolve_model(self._config.vad.model))
@@ -147,9 +160,17 @@ class Ingress:
 
     @api.websocket("/v1/realtime")
     async def realtime(self, websocket: WebSocket) -> None:
-        """One OpenAI Realtime conversation (the ``model`` query parameter is accepted and ignored)."""
+        """One OpenAI Realtime conversation (the ``model`` query parameter is accepted and ignored).
 
-        def build(connection: Connection) -> RealtimeSession:
+        ``?intent=transcription`` makes it a transcription session: live transcripts, no replies.
+        """
+        transcription = websocket.query_params.get("intent") == "transcription"
+
+        def build(connection: Connection) -> RealtimeSession | TranscriptionSession:
+            if transcription:
+                return TranscriptionSession(
+                    self._config, self._models, self._vad.stream(), connection.emit, self._vad_batcher
+                )
             return RealtimeSession(
                 self._config, self._models, self._vad.stream(), connection.emit, vad_batcher=self._vad_batcher
             )
@@ -172,6 +193,30 @@ class Ingress:
             )
 
         await self._serve(websocket, build, flow_refusal)
+
+    @api.websocket("/v2")
+    async def speechmatics_rt(self, websocket: WebSocket) -> None:
+        """One Speechmatics real-time transcription session (``speechmatics rt``, ``speechmatics-rt``)."""
+        await self._serve_rt(websocket, None)
+
+    @api.websocket("/v2/{language}")
+    async def speechmatics_rt_language(self, websocket: WebSocket, language: str) -> None:
+        """The same, with the language in the path (the legacy CLI appends ``/<lang>``)."""
+        await self._serve_rt(websocket, language)
+
+    async def _serve_rt(self, websocket: WebSocket, language: str | None) -> None:
+        def build(connection: Connection) -> RTSession:
+            return RTSession(
+                self._config,
+                self._models,
+                self._vad.stream(),
+                connection.emit,
+                connection.end_soon,
+                path_language=language,
+                vad_batcher=self._vad_batcher,
+            )
+
+        await self._serve(websocket, build, rt_refusal)
 
     async def _serve(
         self,

@@ -188,6 +188,22 @@ def transcription_completed(
     return _event(f"{_TRANSCRIPTION}.completed", **fields)
 
 
+def transcription_segment(
+    item_id: str, text: str, speaker: str, start_s: float, end_s: float, content_index: int = 0
+) -> Event:
+    """``conversation.item.input_audio_transcription.segment``: one speaker's run of words."""
+    fields = {
+        "id": new_id("seg"),
+        "item_id": item_id,
+        "content_index": content_index,
+        "text": text,
+        "speaker": speaker,
+        "start": round(start_s, 3),
+        "end": round(end_s, 3),
+    }
+    return _event(f"{_TRANSCRIPTION}.segment", **fields)
+
+
 def transcription_failed(
     item_id: str, message: str, code: str | None = None, content_index: int = 0
 ) -> Event:

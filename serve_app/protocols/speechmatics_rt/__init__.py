@@ -1,0 +1,1 @@
+"""Speechmatics real-time transcription (RT) at ``/v2`` and ``/v2/<language>``."""
