@@ -86,9 +86,9 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     "cpu": Variant(
         config="configs/k8s-cpu.yaml",
-        # Ingress replicas and the embedded models (Whisper base, Qwen 0.5B, Piper: ~3 GB).
-        # Six 8-CPU pods hold every deployment at its max_replicas (48 CPUs).
-        workers=(Group("cpu", 1, 6, cpu="8", memory="16Gi"),),
+        # Ingress replicas and the embedded models (Whisper base, Qwen 0.5B, Piper, GE2E: ~3 GB).
+        # Seven 8-CPU pods hold every deployment at its max_replicas (52 CPUs).
+        workers=(Group("cpu", 1, 7, cpu="8", memory="16Gi"),),
         secret_env=(("VOXRAY_API_KEYS", "api-keys"),),
     ),
     "gpu": Variant(

@@ -72,7 +72,7 @@ def test_the_ingress_is_cpu_only_and_autoscales_on_sessions(app: dict[str, Any])
     assert scaling["min_replicas"] >= 2  # one replica restarting must not refuse everyone
 
 
-@pytest.mark.parametrize("name", ["Ingress", "ASR", "TTS", "LLM"])
+@pytest.mark.parametrize("name", ["Ingress", "ASR", "TTS", "LLM", "Speaker"])
 def test_every_deployment_autoscales(app: dict[str, Any], name: str) -> None:
     scaling = deployment(app, name)["autoscaling_config"]
     assert 1 <= scaling["min_replicas"] < scaling["max_replicas"]
