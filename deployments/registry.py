@@ -15,6 +15,7 @@ BACKENDS: dict[str, dict[str, str]] = {
         "faster_whisper": "deployments.backends.faster_whisper_asr:FasterWhisperASR",
         "nemo": "deployments.backends.nemo_asr:NemoASR",
         "fake": "deployments.backends.fake:FakeASR",
+        "fake_batch": "deployments.backends.fake:FakeBatchASR",
     },
     "llm": {
         "llamacpp": "deployments.backends.llamacpp_llm:LlamaCppLLM",

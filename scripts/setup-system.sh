@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the test suite's real servers come from, when missing:
 # prometheus (tests/serve/test_metrics.py scrapes voxray with it), chromium (the browser
-# client's tests drive it with Playwright), and what PyAudio 0.2.14 (no Linux wheel) needs to
+# client's tests drive it with Playwright), what PyAudio 0.2.14 (no Linux wheel) needs to
 # build from source for the real speechmatics-flow CLI (scripts/setup-flow-client.sh):
-# PortAudio's headers, gcc, and Python's headers. Needs root (or sudo);
+# PortAudio's headers, gcc, and Python's headers, and the local TTS voices of the
+# live-transcription test set (espeak-ng, flite, sox). Needs root (or sudo);
 # without it, it says what to install and the tests that need the package fail saying so.
 set -euo pipefail
 packages=()
 command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)
 [ -x /usr/bin/chromium ] || packages+=(chromium)
 [ -e /usr/include/portaudio.h ] || packages+=(portaudio19-dev)
+# Local TTS engines with distinct voices for the live-transcription test set (bench/dialogues.py:
+# the diarization tests and benchmark speak with several voices), and sox.
+command -v espeak-ng >/dev/null 2>&1 || packages+=(espeak-ng)
+command -v flite >/dev/null 2>&1 || packages+=(flite)
+command -v sox >/dev/null 2>&1 || packages+=(sox)
 command -v gcc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
 # Python.h of the interpreter the venvs are made with; only Debian's own python3 gets them
 # from python3-dev (a pyenv or /usr/local build ships its own).

@@ -10,16 +10,19 @@
 # (VOXRAY_REQUIRE_ENGINES). VOXRAY_SKIP_ENGINES=1 leaves them out.
 #
 # The real Speechmatics Flow CLI (scripts/setup-flow-client.sh, .venv-flow: about 15 s the first
-# time, then nothing) is always installed: the main suite runs it as a subprocess
-# (tests/flow_cli.py), and here VOXRAY_REQUIRE_ENGINES includes "flow", so a missing CLI fails
-# its tests; a plain `pytest` without .venv-flow skips them.
+# time, then nothing) and the two real Speechmatics RT clients (scripts/setup-speechmatics-clients.sh,
+# .venv-sm-cli and .venv-sm-sdk) are always installed: the main suite runs them as subprocesses
+# (tests/flow_cli.py, tests/speechmatics_clients.py), and here VOXRAY_REQUIRE_ENGINES includes
+# "flow" and "speechmatics", so a missing client fails its tests; a plain `pytest` skips them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup-system.sh
 bash scripts/setup-flow-client.sh \
   || echo "voxray setup: the speechmatics-flow CLI did not install; its tests will fail" >&2
-export VOXRAY_REQUIRE_ENGINES="${VOXRAY_REQUIRE_ENGINES:+$VOXRAY_REQUIRE_ENGINES,}flow"
+bash scripts/setup-speechmatics-clients.sh \
+  || echo "voxray setup: the Speechmatics RT clients did not install; their tests will fail" >&2
+export VOXRAY_REQUIRE_ENGINES="${VOXRAY_REQUIRE_ENGINES:+$VOXRAY_REQUIRE_ENGINES,}flow,speechmatics"
 if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest -q -ra "$@"
 fi

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,6 +93,43 @@ class FakeASR(Backend):
     def stats(self) -> dict[str, Any]:
         """Number of transcribe calls so far."""
         return {"calls": self._calls}
+
+
+class FakeBatchASR(FakeASR):
+    """:class:`FakeASR` that transcribes in batches, as NeMo does on a GPU: a test fake.
+
+    The ASR deployment groups concurrent calls to it with ``@serve.batch``, so tests and the
+    live transcription benchmark exercise the GPU batching path on the CPU. ``stats()``
+    counts the batches and their sizes.
+    """
+
+    class Options(FakeASR.Options):
+        max_batch_size: int = Field(default=16, ge=1)
+        batch_wait_timeout_s: float = Field(default=0.02, ge=0.0)
+
+    def __init__(self, model: str | None = None, options: dict[str, Any] | None = None) -> None:
+        super().__init__(model, options)
+        self.batch_sizes: list[int] = []
+
+    @property
+    def max_batch_size(self) -> int:
+        """Most utterances per batch."""
+        return self.options.max_batch_size
+
+    @property
+    def batch_wait_timeout_s(self) -> float:
+        """How long the deployment waits to fill a batch."""
+        return self.options.batch_wait_timeout_s
+
+    async def transcribe_batch(self, items: Sequence[tuple[bytes, int, str | None]]) -> list[Transcript]:
+        """One scripted transcript per item (no word times: as the NeMo backend here)."""
+        self.batch_sizes.append(len(items))
+        return [await self.transcribe(pcm16, rate, language) for pcm16, rate, language in items]
+
+    def stats(self) -> dict[str, Any]:
+        """Calls, batches and the largest batch so far."""
+        sizes = self.batch_sizes
+        return {**super().stats(), "batches": len(sizes), "max_batch": max(sizes, default=0)}
 
 
 class FakeLLM(Backend):

@@ -1,6 +1,7 @@
 """OpenAI Realtime transcription sessions in-process: real VAD on Piper speech, fake models.
 
-The official ``openai`` SDK runs against a served app in ``tests/serve/test_realtime_transcription_sdk.py``.
+The official ``openai`` SDK runs against a served app in
+``tests/serve/test_realtime_transcription_sdk.py``.
 """
 
 from __future__ import annotations
