@@ -192,6 +192,17 @@ class SmClientResult:
         """Fail with the client's output unless it exited 0 within the timeout."""
         assert self.ok, self.describe()
 
+    def assert_word_times(self, audio_s: float, slack_s: float = 0.05) -> None:
+        """Fail unless the final words start in order and lie within the audio.
+
+        Args:
+            audio_s: The length of the audio sent, in seconds.
+            slack_s: How far past the end a word may end (rounding of times).
+        """
+        starts = [word.start_s for word in self.words]
+        assert starts == sorted(starts), self.describe()
+        assert all(0 <= w.start_s <= w.end_s <= audio_s + slack_s for w in self.words), self.describe()
+
 
 def client_env(home: Path) -> dict[str, str]:
     """A client's environment: this one with an empty HOME and no main-venv Python variables.
