@@ -13,6 +13,7 @@ const FRAME_SAMPLES = (RATE * FRAME_MS) / 1000;
 // Frames sent but not yet acknowledged by AudioAdded before a file waits for the server
 // (flow control, as Speechmatics' own clients do); 5 s of audio.
 const MAX_UNACKNOWLEDGED = 50;
+const UTTERANCE_SILENCE_S = 0.8;
 const SPEAKER_COLOURS = 8; // .speaker-1 … .speaker-8 in style.css, reused past S8
 
 const ERROR_WORDS = {
@@ -98,16 +99,26 @@ function runElement(run) {
   return element;
 }
 
+/** Run `change`, then keep the newest captions in view unless the reader scrolled up. */
+function followingCaptions(change) {
+  const captions = $("captions");
+  const atEnd = captions.scrollHeight - captions.scrollTop - captions.clientHeight < 40;
+  change();
+  if (atEnd) captions.scrollTop = captions.scrollHeight;
+}
+
 function renderLastLine() {
   const index = transcript.lines.length - 1;
   const runs = transcript.currentLine;
-  if (runs.length) lineElement(index).replaceChildren(...runs.map(runElement));
+  if (runs.length) followingCaptions(() => lineElement(index).replaceChildren(...runs.map(runElement)));
 }
 
 function renderPartial(results) {
   const text = joinResults(results, transcript.delimiter);
   const partial = $("partial");
-  partial.textContent = text;
+  followingCaptions(() => {
+    partial.textContent = text;
+  });
   partial.dataset.speaker = results.length ? speakerOf(results[0]) : "";
 }
 
@@ -189,7 +200,13 @@ class CaptionSession {
   }
 
   start() {
-    const config = { language: transcript.language, enable_partials: true, diarization: "speaker" };
+    const config = {
+      language: transcript.language,
+      enable_partials: true,
+      diarization: "speaker",
+      // EndOfUtterance after this much silence (seconds): the captions start a new line.
+      conversation_config: { end_of_utterance_silence_trigger: UTTERANCE_SILENCE_S },
+    };
     const maxSpeakers = Number($("max-speakers").value);
     if (Number.isInteger(maxSpeakers) && maxSpeakers >= 2) config.speaker_diarization_config = { max_speakers: maxSpeakers };
     this.send({
