@@ -40,7 +40,7 @@ PEAK_LIMIT = 0.9
 
 SENTENCES = (
     "Did you manage to get some sleep last night?",
-    "I think the train leaves a little after eight.",
+    "I think the train leaves a little after lunch.",
     "We should probably book the restaurant before Friday.",
     "My sister is coming over for dinner tomorrow.",
     "The weather has been really strange this week.",
@@ -75,7 +75,7 @@ SENTENCES = (
     "Maybe we should ask someone for directions.",
     "The soup needs a little more salt.",
     "I am going to the gym after work today.",
-    "Our flight was delayed by almost two hours.",
+    "Our flight was delayed for most of the afternoon.",
     "Would you like to join us for lunch on Thursday?",
     "The library has a lovely reading room upstairs.",
     "I have to finish this report before the weekend.",
