@@ -322,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--figure", type=Path, default=DEFAULT_FIGURE)
     p.add_argument("--logs", type=Path, help="append every stream's message log here (JSON lines)")
+    p.add_argument("--render", type=Path, metavar="REPORT", help="only print and plot a saved report")
     return p
 
 
@@ -337,6 +338,11 @@ def select(dialogues: Sequence[Dialogue], limit: int | None) -> list[Dialogue]:
 def main(argv: list[str] | None = None) -> int:
     """Build the test set, start a server unless ``--base`` is given, run, write the report."""
     args = build_parser().parse_args(argv)
+    if args.render:
+        saved = TranscriptionReport.model_validate_json(args.render.read_text())
+        print(render(saved))
+        print(f"plot: {plot(saved, args.figure)}", file=sys.stderr)
+        return 0
     # A background job starts with SIGINT ignored, and the server would inherit that: take
     # SIGINT and SIGTERM as an interrupt, so the server is always stopped on the way out.
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -155,6 +155,7 @@ def plot(report: TranscriptionReport, out: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
     partial = [x for d in report.dialogues for x in d.partial_latency_ms]
@@ -174,14 +175,15 @@ def plot(report: TranscriptionReport, out: Path) -> Path:
     values = [100 * (d.speaker_accuracy or 0.0) for d in report.dialogues]
     colours = ["C2" if d.speakers == 2 else "C3" for d in report.dialogues]
     right.bar(range(len(values)), values, color=colours)
+    handles = []
     for speakers, colour in ((2, "C2"), (3, "C3")):
         right.axhline(100 * TARGET_SPEAKER_ACCURACY[speakers], color=colour, linestyle="--", linewidth=1)
-        right.bar([], [], color=colour, label=f"{speakers} speakers")
+        handles.append(Patch(color=colour, label=f"{speakers} speakers"))
     right.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
     right.set_ylim(0, 100)
     right.set_ylabel("speaker accuracy (%)")
     right.set_title("Speaker accuracy per dialogue (dashed: targets)")
-    right.legend(fontsize=8)
+    right.legend(handles=handles, fontsize=8, loc="lower right")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
