@@ -97,7 +97,7 @@ VARIANTS: dict[str, Variant] = {
             # Ingress replicas (VAD) and the LLM router. Ray keeps CPU-only actors off GPU
             # nodes while CPU nodes have room (scheduler_avoid_gpu_nodes).
             Group("cpu", 1, 10, cpu="8", memory="16Gi"),
-            # One GPU per pod, shared by fractions: ASR 0.25, TTS 0.25, vLLM 0.5
+            # One GPU per pod, shared by fractions: ASR 0.25, TTS 0.2, Speaker 0.05, vLLM 0.5
             # (configs/gpu.yaml). Six hold every GPU deployment at its max_replicas.
             Group("gpu", 1, 6, cpu="8", memory="48Gi", gpu="1"),
         ),

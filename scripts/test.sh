@@ -34,6 +34,6 @@ if [ "${VOXRAY_SKIP_ENGINES:-0}" != 1 ]; then
   VOXRAY_REQUIRE_ENGINES=vllm .venv-vllm/bin/python -m pytest -q -ra tests/models/test_vllm_engine.py \
     || status=$((status ? status : $?))
   VOXRAY_REQUIRE_ENGINES=nemo .venv-nemo/bin/python -m pytest -q -ra tests/models/test_nemo_asr.py \
-    tests/models/test_nemo_tts.py || status=$((status ? status : $?))
+    tests/models/test_nemo_tts.py tests/models/test_nemo_speaker.py || status=$((status ? status : $?))
 fi
 exit "$status"

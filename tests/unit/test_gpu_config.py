@@ -47,10 +47,11 @@ def test_the_production_models_are_configured(app: dict[str, Any]) -> None:
 def test_one_replica_of_each_gpu_stage_fits_on_one_gpu(app: dict[str, Any]) -> None:
     asr = deployment(app, "ASR")["ray_actor_options"]["num_gpus"]
     tts = deployment(app, "TTS")["ray_actor_options"]["num_gpus"]
+    speaker = deployment(app, "Speaker")["ray_actor_options"]["num_gpus"]
     [engine] = app["args"]["llm_engines"]
     vllm = sum(bundle.get("GPU", 0) for bundle in engine["placement_group_config"]["bundles"])
-    assert 0 < asr < 1 and 0 < tts < 1 and 0 < vllm < 1  # fractional: they share a GPU
-    assert asr + tts + vllm <= 1.0
+    assert 0 < asr < 1 and 0 < tts < 1 and 0 < speaker < 1 and 0 < vllm < 1  # fractional: they share a GPU
+    assert asr + tts + speaker + vllm <= 1.0
 
 
 def test_vllm_memory_stays_within_its_gpu_share(app: dict[str, Any]) -> None:

@@ -185,7 +185,7 @@ def test_gpu_variant_has_a_gpu_group_that_fits_the_gpu_deployments() -> None:
     tolerations = workers["gpu"]["template"]["spec"]["tolerations"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
     shares = [need["GPU"] for _, _, need in replicas_at_most("gpu") if need["GPU"]]
-    assert len(shares) == 3 and sum(shares) <= 1  # ASR, TTS and vLLM: one of each shares a GPU
+    assert len(shares) == 4 and sum(shares) <= 1  # ASR, TTS, Speaker and vLLM: one of each shares a GPU
     assert "nvidia.com/gpu" not in workers["cpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
 
 
