@@ -139,12 +139,15 @@ class LiveTranscription:
         for event in events:
             if isinstance(event, SpeechStarted):
                 await self._start_utterance(event.audio_start_ms)
-            elif isinstance(event, SpeechPaused) and self._open is not None and not self._closed:
-                # Only in step with real time: with a backlog (a file sent fast) it would only
-                # pile up decodes that the backlog's finals must wait behind.
+            elif isinstance(event, SpeechPaused) and self._open is not None:
+                self._open.paused = True
                 self._open.speech_end_ms = event.speech_end_ms
-                self._speculate(self._open, event.speech_end_ms + _TAIL_PAD_MS)
+                if not self._closed:
+                    # Only in step with real time: with a backlog (a file sent fast) it would
+                    # only pile up decodes that the backlog's finals must wait behind.
+                    self._speculate(self._open, event.speech_end_ms + _TAIL_PAD_MS)
             elif isinstance(event, SpeechResumed) and self._open is not None:
+                self._open.paused = False
                 self._resumed(self._open, event.audio_ms)
             elif isinstance(event, SpeechStopped) and self._open is not None:
                 await self._close_open(event.speech_end_ms + _TAIL_PAD_MS, forced=False)
@@ -216,7 +219,20 @@ class LiveTranscription:
         """Start the final decode early, at the VAD's pause hint."""
         end_ms = min(end_ms, self._audio.end_ms)
         utterance.speculation_end_ms = end_ms
-        utterance.speculation = asyncio.create_task(self._final_words(utterance, end_ms))
+        task = asyncio.create_task(self._final_words(utterance, end_ms))
+        utterance.speculation = task
+        task.add_done_callback(lambda _: self._speculation_done(utterance, task))
+
+    def _speculation_done(self, utterance: Utterance, task: asyncio.Task[list[TimedWord] | None]) -> None:
+        """The early final decode is back and speech has not resumed: its words are final now.
+
+        By then the pause has lasted ``pause_ms`` plus a decode, a clear break; not waiting for
+        the VAD to confirm the end of the utterance is what makes finals fast.
+        """
+        if utterance is self._open and utterance.speculation is task and utterance.pause_final is None:
+            utterance.speculation = None
+            utterance.pause_final = (task, utterance.speculation_end_ms)
+            self._kick()
 
     # -- the worker ------------------------------------------------------------------------
 
@@ -231,8 +247,8 @@ class LiveTranscription:
 
     def _draft_due(self) -> Utterance | None:
         utterance = self._open
-        if utterance is None or utterance.speculation is not None:
-            return None
+        if utterance is None or utterance.speculation is not None or utterance.paused:
+            return None  # a final decode is on its way, or nothing new is being said
         new_ms = self._audio.end_ms - max(utterance.draft_head_ms, utterance.window_ms)
         unsettled_ms = self._audio.end_ms - utterance.settled_ms
         wanted = self.settings.partials or unsettled_ms > self.settings.max_delay_ms
@@ -330,14 +346,14 @@ class LiveTranscription:
             )
 
     async def _settle_pause(self, utterance: Utterance) -> None:
-        """Publish the words of a speculative final that speech resumed after (see ``_resumed``)."""
+        """Publish the words of a speculative final decoded over a pause (``pause_final``)."""
         assert utterance.pause_final is not None
         task, cut_ms = utterance.pause_final
         words: list[TimedWord] | None = None
         with contextlib.suppress(asyncio.CancelledError):
             words = await task
         utterance.pause_final = None
-        if utterance is not self._open or cut_ms <= utterance.settled_ms:
+        if cut_ms <= utterance.settled_ms:
             return
         words = [
             w
@@ -373,9 +389,13 @@ class LiveTranscription:
     async def _finalise(self, utterance: Utterance) -> None:
         assert utterance.end_ms is not None
         words: list[TimedWord] | None = None
+        if utterance.pause_final is not None:  # closed before the worker got to it
+            await self._settle_pause(utterance)
         if utterance.speculation is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 words = await utterance.speculation
+        elif utterance.paused and utterance.settled_ms >= utterance.speech_end_ms:
+            words = []  # its words were made final at the pause; only silence followed
         if words is None:
             words = await self._final_words(utterance, utterance.end_ms) or []
         await self._publish_final(utterance, words, utterance.settled_ms, utterance.end_ms)

@@ -66,6 +66,7 @@ class Utterance:
     speculation: asyncio.Task[list[TimedWord] | None] | None = None
     speculation_end_ms: float = 0.0
     speech_end_ms: float = 0.0  # where the VAD's last pause began
+    paused: bool = False  # in a pause since speech_end_ms (the VAD's hint), not resumed
     # A speculative final that speech resumed after a clear pause: its words before the pause
     # are final (with the pause's middle), published by the worker.
     pause_final: tuple[asyncio.Task[list[TimedWord] | None], float] | None = None
