@@ -13,7 +13,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from serve_app.engine.diarization import OnlineSpeakers
+from serve_app.engine.diarization import DEFAULT_THRESHOLD, OnlineSpeakers
 from serve_app.engine.events import TimedWord
 
 logger = logging.getLogger("voxray")
@@ -25,11 +25,12 @@ class SpeakerLabeller:
     Args:
         speaker: The speaker embedding endpoint (``embed(pcm16, sample_rate)``).
         max_speakers: At most this many labels (``None``: no limit).
+        threshold: Cosine similarity below which a window is a new speaker; higher finds more.
     """
 
-    def __init__(self, speaker: Any, max_speakers: int | None) -> None:
+    def __init__(self, speaker: Any, max_speakers: int | None, threshold: float = DEFAULT_THRESHOLD) -> None:
         self._speaker = speaker
-        self._clusters = OnlineSpeakers(max_speakers=max_speakers)
+        self._clusters = OnlineSpeakers(max_speakers=max_speakers, threshold=threshold)
         self._last: int | None = None
 
     @property

@@ -25,6 +25,7 @@ from serve_app.engine import events as ev
 from serve_app.engine.audio.codecs import AudioFormatError, WavStream, decode_file, decode_raw
 from serve_app.engine.audio.vad import VADStream
 from serve_app.engine.audio.vad_batch import VADBatcher
+from serve_app.engine.diarization import DEFAULT_THRESHOLD, threshold_for_sensitivity
 from serve_app.engine.live.session import LiveTranscription
 from serve_app.engine.live.settings import LiveSettings
 from serve_app.engine.live.speakers import SpeakerLabeller
@@ -234,7 +235,10 @@ class RTSession:
     def _open_engine(self, settings: LiveSettings) -> None:
         labeller = None
         if settings.diarization and self._models.speaker is not None:
-            labeller = SpeakerLabeller(self._models.speaker, settings.max_speakers)
+            assert self._start is not None
+            sensitivity = self._start.transcription_config.speaker_diarization_config.speaker_sensitivity
+            threshold = DEFAULT_THRESHOLD if sensitivity is None else threshold_for_sensitivity(sensitivity)
+            labeller = SpeakerLabeller(self._models.speaker, settings.max_speakers, threshold)
         self.engine = LiveTranscription(
             self._models.asr,
             labeller,
