@@ -20,7 +20,8 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
+import time
+from typing import IO, Any
 
 from speechmatics.rt import (
     AsyncClient,
@@ -32,6 +33,33 @@ from speechmatics.rt import (
 )
 
 SUMMARY_KEY = "sm_sdk_driver"
+
+
+class PacedReader:
+    """A raw audio file read at its own pace: a live source (a microphone) for ``transcribe()``.
+
+    ``read(n)`` returns the next ``n`` bytes once they would have been recorded. The SDK calls
+    it in an executor thread, so the sleep does not hold up its event loop.
+
+    Args:
+        file: The raw audio.
+        bytes_per_s: Bytes of audio a second (2 x the rate for pcm_s16le).
+    """
+
+    def __init__(self, file: IO[bytes], bytes_per_s: float) -> None:
+        self._file = file
+        self._bytes_per_s = bytes_per_s
+        self._position = 0
+        self._started: float | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        """The next ``size`` bytes, when their time has come."""
+        if self._started is None:
+            self._started = time.monotonic()
+        data = self._file.read(size)
+        self._position += len(data)
+        time.sleep(max(0.0, self._started + self._position / self._bytes_per_s - time.monotonic()))
+        return data
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-key", default="voxray-sm-test-key", help="sent as Authorization: Bearer")
     parser.add_argument("--language", default="en")
     parser.add_argument("--raw-rate", type=int, default=0, help="the audio is raw pcm_s16le at this rate")
+    parser.add_argument("--realtime", action="store_true", help="read raw audio at its own pace")
     parser.add_argument("--chunk-size", type=int, default=4096, help="bytes per binary frame")
     parser.add_argument("--diarization", default="speaker", help='"none" leaves it out')
     parser.add_argument("--partials", action=argparse.BooleanOptionalAction, default=True)
@@ -100,8 +129,9 @@ async def run(args: argparse.Namespace) -> int:
             client.on(kind, on_message)
         try:
             with open(args.audio, "rb") as audio:
+                source = PacedReader(audio, 2 * args.raw_rate) if args.realtime and args.raw_rate else audio
                 await client.transcribe(
-                    audio,
+                    source,
                     transcription_config=TranscriptionConfig(**config),
                     audio_format=audio_format,
                     timeout=args.timeout,

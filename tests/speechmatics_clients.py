@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -228,31 +229,71 @@ def _text(data: bytes | str | None) -> str:
     return data if isinstance(data, str) else data.decode("utf-8", errors="replace")
 
 
-def _run(client: str, args: list[str], stdin: bytes | None, timeout_s: float) -> SmClientResult:
-    """Run one client in a fresh temporary HOME (also its working directory) and parse its output."""
+REALTIME_FRAME_S = 0.1
+"""A real-time stream is written in pieces of this much audio, each when its time comes."""
+
+
+def _feed(fd: int, data: bytes, bytes_per_s: float | None) -> None:
+    """Write ``data`` to the pipe ``fd`` (then close it), paced at ``bytes_per_s`` when given.
+
+    Paced, it is what a microphone piped into a client looks like: 100 ms of audio every 100 ms.
+    Stops early, without an error, when the client has closed its end (it exited).
+    """
+    piece = max(2, int(bytes_per_s * REALTIME_FRAME_S) // 2 * 2) if bytes_per_s else len(data) or 1
+    started = time.monotonic()
+    try:
+        for at in range(0, len(data), piece):
+            view = memoryview(data)[at : at + piece]
+            if bytes_per_s:  # a piece is there once it has been "recorded"
+                time.sleep(max(0.0, started + (at + len(view)) / bytes_per_s - time.monotonic()))
+            while view:
+                view = view[os.write(fd, view) :]
+    except OSError:  # EPIPE: the client is gone; its exit status tells why
+        pass
+    finally:
+        os.close(fd)
+
+
+def _run(
+    client: str, args: list[str], stdin: bytes | None, timeout_s: float, bytes_per_s: float | None = None
+) -> SmClientResult:
+    """Run one client in a fresh temporary HOME (also its working directory) and parse its output.
+
+    ``stdin`` (if any) reaches the client through a pipe fed by a thread, at ``bytes_per_s`` when
+    given (a real-time stream), else at once.
+    """
     with tempfile.TemporaryDirectory(prefix=f"voxray-sm-{client}-") as tmp:
         started = time.monotonic()
+        read_fd, write_fd = os.pipe() if stdin is not None else (subprocess.DEVNULL, None)
+        process = subprocess.Popen(
+            args,
+            stdin=read_fd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=client_env(Path(tmp)),
+            cwd=tmp,
+        )
+        feeder = None
+        if write_fd is not None:
+            os.close(read_fd)  # the client's copy only: its exit then ends the feeder's writes
+            feeder = threading.Thread(target=_feed, args=(write_fd, stdin, bytes_per_s), daemon=True)
+            feeder.start()
+        timed_out = False
         try:
-            done = subprocess.run(
-                args,
-                input=stdin,
-                stdin=None if stdin is not None else subprocess.DEVNULL,
-                capture_output=True,
-                env=client_env(Path(tmp)),
-                cwd=tmp,
-                timeout=timeout_s,
-                check=False,
-            )
-            returncode, stdout, stderr, timed_out = done.returncode, done.stdout, done.stderr, False
-        except subprocess.TimeoutExpired as expired:  # run() has killed it
-            returncode, stdout, stderr, timed_out = None, expired.stdout, expired.stderr, True
+            stdout, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+            timed_out = True
+        if feeder is not None:
+            feeder.join()
         elapsed_s = time.monotonic() - started
     printed = parse_json_lines(_text(stdout))
     summary = next((m[SDK_SUMMARY_KEY] for m in printed if SDK_SUMMARY_KEY in m), {})
     return SmClientResult(
         client=client,
         args=args,
-        returncode=returncode,
+        returncode=None if timed_out else process.returncode,
         stdout=_text(stdout),
         stderr=_text(stderr),
         messages=[m for m in printed if "message" in m],
@@ -269,6 +310,7 @@ def run_sm_cli(
     diarization: bool = True,
     partials: bool = True,
     raw: bool = False,
+    realtime: bool = False,
     auth_token: str | None = DEFAULT_AUTH_TOKEN,
     extra_args: Sequence[str] = (),
     timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -291,6 +333,8 @@ def run_sm_cli(
         partials: Pass ``--enable-partials``.
         raw: Send the WAV's samples as raw ``pcm_s16le`` on stdin (``--raw pcm_s16le
             --sample-rate RATE -``) instead of the file.
+        realtime: Raw, and written to its stdin at the audio's own pace (like a microphone
+            piped in), so the server hears it as a live stream; implies ``raw``.
         auth_token: Sent as ``Authorization: Bearer <auth_token>``; None sends no header.
         extra_args: More options of ``rt transcribe``.
         timeout_s: Kill it after this long.
@@ -306,13 +350,11 @@ def run_sm_cli(
     if partials:
         args.append("--enable-partials")
     args += list(extra_args)
-    stdin = None
-    if raw:
-        stdin, rate = read_wav(wav_path)
-        args += ["--raw", "pcm_s16le", "--sample-rate", str(rate), "-"]
-    else:
-        args.append(str(wav_path))
-    return _run("cli", args, stdin, timeout_s)
+    if not (raw or realtime):
+        return _run("cli", [*args, str(wav_path)], None, timeout_s)
+    pcm, rate = read_wav(wav_path)
+    args += ["--raw", "pcm_s16le", "--sample-rate", str(rate), "-"]
+    return _run("cli", args, pcm, timeout_s, bytes_per_s=2 * rate if realtime else None)
 
 
 def run_sm_sdk(
@@ -322,6 +364,7 @@ def run_sm_sdk(
     diarization: bool = True,
     partials: bool = True,
     raw: bool = False,
+    realtime: bool = False,
     auth_token: str = DEFAULT_AUTH_TOKEN,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> SmClientResult:
@@ -344,6 +387,8 @@ def run_sm_sdk(
         partials: Ask for ``"enable_partials": true``.
         raw: Send the WAV's samples as raw ``pcm_s16le`` (``AudioFormat(encoding=PCM_S16LE,
             sample_rate=RATE)``) instead of the file.
+        realtime: Raw, and read from a file object whose ``read()`` returns the audio at its
+            own pace (a live source, as the SDK takes one); implies ``raw``.
         auth_token: The SDK's ``api_key``.
         timeout_s: Kill it after this long (``transcribe()`` gets 10 s less as its own timeout).
 
@@ -354,11 +399,11 @@ def run_sm_sdk(
     with tempfile.TemporaryDirectory(prefix="voxray-sm-sdk-audio-") as tmp:
         audio = wav_path
         args = [str(SM_SDK_PYTHON), str(SM_SDK_DRIVER), "--url", url, "--api-key", auth_token]
-        if raw:
+        if raw or realtime:
             pcm, rate = read_wav(wav_path)
             audio = Path(tmp) / "audio.raw"
             audio.write_bytes(pcm)
-            args += ["--raw-rate", str(rate)]
+            args += ["--raw-rate", str(rate)] + (["--realtime"] if realtime else [])
         args += ["--audio", str(audio), "--timeout", str(max(timeout_s - 10, 1))]
         args += ["--diarization", "speaker" if diarization else "none"]
         args.append("--partials" if partials else "--no-partials")

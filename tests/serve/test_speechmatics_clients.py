@@ -80,3 +80,16 @@ def test_a_wrong_key_is_refused_with_an_error(rt_url: str, question_wav: Path) -
     sdk = run_sm_sdk(f"{rt_url}/en", question_wav, auth_token="not-the-key", timeout_s=30)
     assert not sdk.timed_out and sdk.returncode != 0, sdk.describe()
     assert not sdk.words, sdk.describe()
+
+
+@pytest.mark.parametrize("client", ["cli", "sdk"])
+def test_a_live_stream_gets_partials_before_its_finals(rt_url: str, question_wav: Path, client: str) -> None:
+    if client == "cli":
+        result = run_sm_cli(rt_url, question_wav, realtime=True, timeout_s=TIMEOUT_S)
+    else:
+        result = run_sm_sdk(f"{rt_url}/en", question_wav, realtime=True, timeout_s=TIMEOUT_S)
+    assert_transcribed(result, question_wav)
+    transcripts = ("AddPartialTranscript", "AddTranscript")
+    kinds = [m["message"] for m in result.messages if m["message"] in transcripts]
+    assert "AddPartialTranscript" in kinds, result.describe()
+    assert kinds.index("AddPartialTranscript") < kinds.index("AddTranscript"), result.describe()
