@@ -118,3 +118,40 @@ export function showDefinitions(list, rows) {
     }),
   );
 }
+
+/**
+ * A file's audio as PCM16 mono at `rate`: the browser decodes it, and resamples it to its
+ * context's rate (decodeAudioData does, into a context at `rate`); channels are averaged.
+ *
+ * @throws {Error} in plain words when the file is not audio the browser can decode.
+ */
+export async function decodeAudioFile(file, rate) {
+  const data = await file.arrayBuffer();
+  let buffer;
+  try {
+    buffer = await new OfflineAudioContext(1, 1, rate).decodeAudioData(data);
+  } catch {
+    throw new Error(`"${file.name}" could not be read as audio. Try a WAV, MP3, Ogg or FLAC file.`);
+  }
+  const channels = Array.from({ length: buffer.numberOfChannels }, (_, i) => buffer.getChannelData(i));
+  const pcm = new Int16Array(buffer.length);
+  for (let i = 0; i < buffer.length; i++) {
+    let sum = 0;
+    for (const channel of channels) sum += channel[i];
+    const value = Math.max(-1, Math.min(1, sum / channels.length));
+    pcm[i] = value < 0 ? value * 0x8000 : value * 0x7fff;
+  }
+  return pcm;
+}
+
+/** Let the user save `body` as a file called `name` (a download of a blob: URL). */
+export function saveFile(name, type, body) {
+  const url = URL.createObjectURL(new Blob([body], { type }));
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = name;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}

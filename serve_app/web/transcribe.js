@@ -4,7 +4,7 @@
 // EndOfStream at Stop or the file's end, then the server's EndOfTranscript.
 // window.voxrayCaptions exposes the counters the browser tests read.
 
-import { $, clearErrorBox, closeMessage, credentialFor, openMicrophone, setBadge, showDefinitions, showErrorBox, socketProtocols, socketUrl } from "./common.js";
+import { $, clearErrorBox, closeMessage, credentialFor, decodeAudioFile, openMicrophone, saveFile, setBadge, showDefinitions, showErrorBox, socketProtocols, socketUrl } from "./common.js";
 import { Transcript, contentOf, formatTime, joinResults, speakerOf } from "./transcript.js";
 
 const RATE = 16000; // the audio_format the page declares: raw pcm_s16le at 16 kHz
@@ -152,28 +152,7 @@ function resetCaptions() {
   Object.assign(stats, { framesSent: 0, framesAcknowledged: 0, partials: 0, finals: 0, utterances: 0, ended: false });
 }
 
-// -- audio ------------------------------------------------------------------------------
-
-/** A file's audio as PCM16 mono at 16 kHz: the browser decodes and resamples it. */
-async function decodeFile(file) {
-  const data = await file.arrayBuffer();
-  let buffer;
-  try {
-    // decodeAudioData resamples to its context's rate, so a 16 kHz context yields 16 kHz.
-    buffer = await new OfflineAudioContext(1, 1, RATE).decodeAudioData(data);
-  } catch {
-    throw new Error(`"${file.name}" could not be read as audio. Try a WAV, MP3, Ogg or FLAC file.`);
-  }
-  const channels = Array.from({ length: buffer.numberOfChannels }, (_, i) => buffer.getChannelData(i));
-  const pcm = new Int16Array(buffer.length);
-  for (let i = 0; i < buffer.length; i++) {
-    let sum = 0;
-    for (const channel of channels) sum += channel[i];
-    const value = Math.max(-1, Math.min(1, sum / channels.length));
-    pcm[i] = value < 0 ? value * 0x8000 : value * 0x7fff;
-  }
-  return pcm;
-}
+// -- the session ----------------------------------------------------------------------
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -365,7 +344,7 @@ async function start(file) {
   let source;
   try {
     source = file
-      ? { kind: "file", pcm: await decodeFile(file), speed: Number($("speed").value) }
+      ? { kind: "file", pcm: await decodeAudioFile(file, RATE), speed: Number($("speed").value) }
       : { kind: "microphone", ...(await openMicrophone(RATE)) };
     stats.source = source.kind;
     const secret = await credentialFor();
@@ -399,14 +378,7 @@ function download(kind) {
   const stamp = new Date().toISOString().slice(0, 19).replace(/[-:]/g, "").replace("T", "-");
   const [body, type] =
     kind === "json" ? [JSON.stringify(transcript.toJSON(), null, 2), "application/json"] : [transcript.toText(), "text/plain"];
-  const url = URL.createObjectURL(new Blob([body], { type: `${type};charset=utf-8` }));
-  const link = document.createElement("a");
-  link.href = url;
-  link.download = `transcript-${stamp}.${kind === "json" ? "json" : "txt"}`;
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  saveFile(`transcript-${stamp}.${kind === "json" ? "json" : "txt"}`, `${type};charset=utf-8`, body);
 }
 
 $("start").addEventListener("click", () => start(null));
