@@ -16,6 +16,8 @@ WEB_DIR = Path(__file__).parents[1] / "web"  # serve_app/web
 ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
     "transcribe.js": "text/javascript; charset=utf-8",
+    "common.js": "text/javascript; charset=utf-8",
+    "transcript.js": "text/javascript; charset=utf-8",
     "worklets.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }

@@ -3,11 +3,12 @@
 // jitter-buffered AudioWorklet player, cleared the moment the server hears you interrupt.
 // window.voxrayStats exposes the counters the browser tests read.
 
+import { $, clearErrorBox, closeMessage, credentialFor, openMicrophone, setBadge, showDefinitions, showErrorBox, socketProtocols, socketUrl } from "./common.js";
+
 const RATE = 24000;
 // The audio runs at the session's 24 kHz where the browser allows it; ?sample_rate=48000
 // forces another rate, to exercise the resampling a browser without 24 kHz support needs.
 const CONTEXT_RATE = Number(new URLSearchParams(window.location.search).get("sample_rate")) || RATE;
-const $ = (id) => document.getElementById(id);
 
 const stats = {
   state: "idle",
@@ -23,33 +24,16 @@ const stats = {
 };
 window.voxrayStats = stats;
 
-const CLOSE_MESSAGES = {
-  1006: "The connection to the server was lost. Press Start to reconnect.",
-  1008: "The server refused this connection.",
-  1011: "The server hit an internal error and closed the session.",
-  1012: "The server is restarting. Press Start to reconnect.",
-  1013: "The server is full right now. Try again in a minute.",
-};
-
 let session = null; // the live Session, or null
 
 function setState(state, label) {
   stats.state = state;
-  const badge = $("state");
-  badge.className = `state ${state}`;
-  badge.textContent = label || state;
+  setBadge(state, label);
 }
 
 function showError(message) {
   stats.errors.push(message);
-  const box = $("error");
-  box.textContent = message;
-  box.hidden = false;
-}
-
-function clearError() {
-  $("error").hidden = true;
-  $("error").textContent = "";
+  showErrorBox(message);
 }
 
 function toBase64(buffer) {
@@ -116,31 +100,7 @@ function renderStats() {
   ];
   const last = stats.turns[stats.turns.length - 1];
   if (last && last.serverFirstAudioMs != null) rows.push(["last reply after", `${last.serverFirstAudioMs} ms`]);
-  $("stats").replaceChildren(
-    ...rows.flatMap(([name, value]) => {
-      const dt = document.createElement("dt");
-      const dd = document.createElement("dd");
-      dt.textContent = name;
-      dd.textContent = value;
-      return [dt, dd];
-    }),
-  );
-}
-
-async function credentialsFor(settings) {
-  const value = $("credential").value.trim();
-  if (!value || value.startsWith("ek_")) return value || null;
-  // An API key: trade it for a one-session client secret, so the socket never carries the key.
-  const response = await fetch("v1/realtime/client_secrets", {
-    method: "POST",
-    headers: { Authorization: `Bearer ${value}`, "Content-Type": "application/json" },
-    body: JSON.stringify({ session: settings }),
-  });
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    throw new Error((body.error && body.error.message) || `The server refused the API key (HTTP ${response.status}).`);
-  }
-  return body.value;
+  showDefinitions($("stats"), rows);
 }
 
 class Session {
@@ -302,11 +262,7 @@ class Session {
   }
 
   onClose(event) {
-    if (!this.closedByUser) {
-      const known = CLOSE_MESSAGES[event.code];
-      const reason = event.reason ? ` (${event.reason})` : "";
-      if (!this.sawError || event.code === 1006) showError((known || `The connection closed (code ${event.code}).`) + reason);
-    }
+    if (!this.closedByUser && (!this.sawError || event.code === 1006)) showError(closeMessage(event));
     this.shutDown();
   }
 
@@ -327,34 +283,16 @@ class Session {
   }
 }
 
-function micErrorMessage(error) {
-  if (!window.isSecureContext) return "The microphone needs a secure page: open it over HTTPS or on localhost.";
-  if (error.name === "NotAllowedError") return "Microphone permission was denied. Allow the microphone for this page, then press Start.";
-  if (error.name === "NotFoundError") return "No microphone was found. Plug one in, then press Start.";
-  if (error.name === "NotReadableError") return "The microphone is in use by another program.";
-  return `The microphone could not be opened: ${error.message}`;
-}
-
 async function start() {
-  clearError();
+  clearErrorBox();
   $("start").hidden = true;
   setState("connecting", "connecting…");
   let context;
   let microphone;
   try {
-    try {
-      context = new AudioContext({ sampleRate: CONTEXT_RATE, latencyHint: "interactive" });
-    } catch {
-      context = new AudioContext({ latencyHint: "interactive" }); // this browser picks its own rate
-    }
-    await context.audioWorklet.addModule("web/worklets.js");
-    if (!navigator.mediaDevices) throw Object.assign(new Error("no media devices"), { name: "NotSupportedError" });
-    microphone = await navigator.mediaDevices.getUserMedia({
-      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
-    });
+    ({ context, microphone } = await openMicrophone(CONTEXT_RATE));
   } catch (error) {
-    if (context) context.close();
-    showError(micErrorMessage(error));
+    showError(error.message);
     setState("idle", "not connected");
     $("start").hidden = false;
     return;
@@ -362,7 +300,7 @@ async function start() {
   const settings = sessionSettings();
   let secret;
   try {
-    secret = await credentialsFor(settings);
+    secret = await credentialFor(settings);
   } catch (error) {
     microphone.getTracks().forEach((track) => track.stop());
     context.close();
@@ -371,10 +309,7 @@ async function start() {
     $("start").hidden = false;
     return;
   }
-  const url = new URL("v1/realtime", window.location.href);
-  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  const protocols = ["realtime", ...(secret ? [`openai-insecure-api-key.${secret}`] : [])];
-  const socket = new WebSocket(url, protocols);
+  const socket = new WebSocket(socketUrl("v1/realtime"), socketProtocols("realtime", secret));
   session = new Session(context, microphone, socket);
   socket.onopen = () => {
     session.send({ type: "session.update", session: settings });

@@ -60,9 +60,16 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(page_url: str) -
         policy = response.headers["Content-Security-Policy"]
         assert "default-src 'self'" in policy and "connect-src 'self'" in policy
         assert b'src="web/app.js"' in response.read()
+    with urllib.request.urlopen(f"{page_url}transcribe") as response:
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert "connect-src 'self'" in response.headers["Content-Security-Policy"]
+        assert b'src="web/transcribe.js"' in response.read()
     for name, kind in (
         ("app.js", "text/javascript"),
         ("worklets.js", "text/javascript"),
+        ("common.js", "text/javascript"),
+        ("transcript.js", "text/javascript"),
+        ("transcribe.js", "text/javascript"),
         ("style.css", "text/css"),
     ):
         with urllib.request.urlopen(f"{page_url}web/{name}") as response:

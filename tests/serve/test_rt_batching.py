@@ -77,6 +77,6 @@ async def test_concurrent_streams_share_asr_batches(
             for r in m["results"]
         ]
         assert " ".join(words) == "one stream of words"
-    stats = serve.get_deployment_handle("ASR", APP).stats.remote().result()
+    stats = await serve.get_deployment_handle("ASR", APP).stats.remote()
     assert stats["max_batch"] > 1, stats  # streams' decodes were served together
     assert stats["batches"] < stats["calls"]

@@ -21,7 +21,13 @@ def test_shipped_configs_are_valid_serve_configs(path: Path) -> None:
     app = schema.applications[0]
     assert app.import_path == "serve_app.app:build_app"
     load_config(app.args)
-    assert {d["name"] for d in document["applications"][0]["deployments"]} == {"Ingress", "ASR", "LLM", "TTS", "Speaker"}
+    assert {d["name"] for d in document["applications"][0]["deployments"]} == {
+        "Ingress",
+        "ASR",
+        "LLM",
+        "TTS",
+        "Speaker",
+    }
 
 
 @pytest.mark.parametrize(
