@@ -28,10 +28,11 @@ from serve_app.engine.errors import RequestRefused
 from serve_app.engine.model_clients import ModelClients
 from serve_app.engine.session import VoiceSession
 from serve_app.engine.settings import VoiceSettings
-from serve_app.observability.recorder import SessionRecorder, record_error
+from serve_app.observability.recorder import SessionRecorder
 from serve_app.protocols.flow import messages as fm
 from serve_app.protocols.flow.audio import OUTPUT_RATE, decode_audio
 from serve_app.protocols.flow.speech import SpokenPhrases
+from serve_app.protocols.speechmatics_session import SpeechmaticsSession
 from serve_app.server.limits import CloseConnection
 
 logger = logging.getLogger("voxray")
@@ -67,7 +68,7 @@ def flow_refusal(close: CloseConnection) -> list[dict[str, Any]]:
     return [fm.error(error_type, f"{close.message} ({close.error_code})"), fm.conversation_ended()]
 
 
-class FlowSession:
+class FlowSession(SpeechmaticsSession):
     """One Speechmatics Flow conversation over one WebSocket.
 
     Args:
@@ -128,23 +129,7 @@ class FlowSession:
         finishing = self._finishing is not None and not self._finishing.done()
         return finishing or (self.engine is not None and self.engine.responding)
 
-    async def close(self) -> None:
-        """Cancel everything in flight; the connection is gone."""
-        if self._finishing is not None:
-            self._finishing.cancel()
-            await asyncio.gather(self._finishing, return_exceptions=True)
-        if self.engine is not None:
-            await self.engine.close()
-
-    def closing_message(self, close: CloseConnection) -> list[dict[str, Any]]:
-        """``Error`` and ``ConversationEnded`` before the server closes (the error is counted)."""
-        record_error(self.id, PROTOCOL, close.error_type, close.error_code, close.message)
-        return [] if self._ended else flow_refusal(close)
-
-    async def _send(self, message: dict[str, Any]) -> None:
-        if message["message"] in ("Error", "Warning"):
-            record_error(self.id, PROTOCOL, message["message"].lower(), message["type"], message["reason"])
-        await self._emit(message)
+    refusal = staticmethod(flow_refusal)  # Error, then ConversationEnded
 
     async def _fail(self, error_type: fm.ErrorType, reason: str) -> None:
         """End the conversation with an ``Error``: Flow clients raise on it."""

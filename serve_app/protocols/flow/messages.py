@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from serve_app.protocols.speechmatics_session import SpeechmaticsProtocolError
+
 Message = dict[str, Any]
 ErrorType = Literal[
     "asr_error",
@@ -53,18 +55,12 @@ Encoding = Literal["pcm_s16le", "pcm_f32le", "mulaw"]
 TRANSCRIPT_FORMAT = "2.9"
 
 
-class FlowProtocolError(Exception):
-    """A client message voxray cannot accept; ends the conversation with an ``Error``.
-
-    Attributes:
-        type: The Flow error type (``protocol_error``, ``config_error``, ...).
-        reason: What was wrong and how to fix it.
-    """
+class FlowProtocolError(SpeechmaticsProtocolError):
+    """A client message voxray cannot accept; ends the conversation with an ``Error`` (a Flow type)."""
 
     def __init__(self, reason: str, type: ErrorType = "protocol_error") -> None:
-        super().__init__(reason)
+        super().__init__(reason, type)
         self.type: ErrorType = type
-        self.reason = reason
 
 
 class _Client(BaseModel):

@@ -30,8 +30,8 @@ from serve_app.engine.live.session import LiveTranscription
 from serve_app.engine.live.settings import LiveSettings
 from serve_app.engine.live.speakers import SpeakerLabeller
 from serve_app.engine.model_clients import ModelClients
-from serve_app.observability.recorder import record_error
 from serve_app.protocols.speechmatics_rt import messages as rm
+from serve_app.protocols.speechmatics_session import SpeechmaticsSession
 from serve_app.server.limits import CloseConnection
 
 logger = logging.getLogger("voxray")
@@ -69,7 +69,7 @@ def rt_refusal(close: CloseConnection) -> list[dict[str, Any]]:
     ]
 
 
-class RTSession:
+class RTSession(SpeechmaticsSession):
     """One Speechmatics real-time transcription session over one WebSocket.
 
     Args:
@@ -123,23 +123,7 @@ class RTSession:
         """Whether finals are still being produced after ``EndOfStream``."""
         return self._finishing is not None and not self._finishing.done()
 
-    async def close(self) -> None:
-        """Cancel everything in flight; the connection is gone."""
-        if self._finishing is not None:
-            self._finishing.cancel()
-            await asyncio.gather(self._finishing, return_exceptions=True)
-        if self.engine is not None:
-            await self.engine.close()
-
-    def closing_message(self, close: CloseConnection) -> list[dict[str, Any]]:
-        """The ``Error`` before the server closes (the error is counted)."""
-        record_error(self.id, PROTOCOL, close.error_type, close.error_code, close.message)
-        return [] if self._ended else rt_refusal(close)
-
-    async def _send(self, message: dict[str, Any]) -> None:
-        if message["message"] in ("Error", "Warning"):
-            record_error(self.id, PROTOCOL, message["message"].lower(), message["type"], message["reason"])
-        await self._emit(message)
+    refusal = staticmethod(rt_refusal)
 
     async def _fail(self, error_type: rm.ErrorType, reason: str) -> None:
         """End the session with an ``Error`` (both real clients stop on it)."""

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from serve_app.engine.events import TimedWord
+from serve_app.protocols.speechmatics_session import SpeechmaticsProtocolError
 
 ErrorType = Literal[
     "invalid_message",
@@ -34,18 +35,12 @@ WarningType = Literal["duration_limit_exceeded", "add_audio_after_eos", "speaker
 FORMAT = "2.9"
 
 
-class RTProtocolError(Exception):
-    """A client message voxray cannot accept: an ``Error``, then the connection closes.
-
-    Attributes:
-        type: The Speechmatics error type.
-        reason: What was wrong and how to fix it.
-    """
+class RTProtocolError(SpeechmaticsProtocolError):
+    """A client message voxray cannot accept: an ``Error`` (an RT error type), then a close."""
 
     def __init__(self, reason: str, type: ErrorType = "protocol_error") -> None:
-        super().__init__(reason)
+        super().__init__(reason, type)
         self.type: ErrorType = type
-        self.reason = reason
 
 
 class _Client(BaseModel):
