@@ -27,14 +27,12 @@ import contextlib
 import logging
 from collections import deque
 
-from deployments.types import DecodeOptions, Transcript
 from serve_app.engine import events as ev
 from serve_app.engine.audio.pcm import StreamResampler
 from serve_app.engine.audio.vad import SpeechPaused, SpeechResumed, SpeechStarted, SpeechStopped, VADStream
 from serve_app.engine.audio.vad_batch import VADBatcher
 from serve_app.engine.conversation import new_id
 from serve_app.engine.events import (
-    ErrorOccurred,
     EventSink,
     TimedWord,
     TranscriptPartial,
@@ -42,14 +40,13 @@ from serve_app.engine.events import (
     WordsFinal,
 )
 from serve_app.engine.input_buffer import InputBuffer
+from serve_app.engine.live.models import ASR_RATE, LiveModels
 from serve_app.engine.live.settings import LivePolicy, LiveSettings, Utterance
 from serve_app.engine.live.speakers import SpeakerLabeller
-from serve_app.engine.live.words import agreed_prefix, settled_count, text_of, timed_words
-from serve_app.engine.model_clients import client_error_text
+from serve_app.engine.live.words import agreed_prefix, settled_count, text_of, timed_words, unsettled_words
 
 logger = logging.getLogger("voxray")
 
-ASR_RATE = 16_000
 _TAIL_PAD_MS = 150  # audio kept after the VAD's speech end: Silero marks the end a little early
 
 
@@ -77,13 +74,13 @@ class LiveTranscription:
         vad_batcher: VADBatcher | None = None,
     ) -> None:
         self.settings = settings
-        self._asr = asr
         self._labeller = labeller
         self._vad = vad
         self._vad_batcher = vad_batcher
         self._policy = policy
         self._emit = emit
         self._audio = InputBuffer(ASR_RATE)
+        self._models = LiveModels(asr, labeller, self._audio, emit)
         self._resampler = StreamResampler(settings.input_rate, ASR_RATE)
         self._open: Utterance | None = None
         self._closed: deque[Utterance] = deque()
@@ -280,48 +277,16 @@ class LiveTranscription:
         )
         self._audio.drop_until(keep)
 
-    async def _decode(self, start_ms: float, end_ms: float, draft: bool) -> Transcript | None:
-        pcm = self._audio.slice(start_ms, end_ms)
-        if len(pcm) < ASR_RATE // 10 * 2:  # under 100 ms: nothing to hear
-            return Transcript(text="")
-        options = DecodeOptions(word_timestamps=True, draft=draft)
-        try:
-            transcript = await self._asr.transcribe(pcm, ASR_RATE, self.settings.language, options)  # type: ignore[attr-defined]
-            logger.debug(
-                "live decode %.0f-%.0f ms (%s) in %.0f ms: %s",
-                start_ms,
-                end_ms,
-                "draft" if draft else "final",
-                transcript.processing_s * 1000,
-                transcript.text,
-            )
-            return transcript
-        except Exception as exc:
-            logger.exception("live transcription: ASR failed")
-            detail = client_error_text(exc)
-            await self._emit(ErrorOccurred("server_error", "transcription_failed", f"ASR failed: {detail}"))
-            return None
-
-    def _unsettled(
-        self, utterance: Utterance, transcript: Transcript, start: float, end: float
-    ) -> list[TimedWord]:
-        """The decoded words not final yet: those after ``settled_ms`` (by their middle)."""
-        words = timed_words(transcript, start, end - start)
-        words = [w for w in words if (w.start_ms + w.end_ms) / 2 > utterance.settled_ms]
-        while words and words[0].is_punctuation and utterance.final:
-            words.pop(0)  # the mark that ended the settled words, seen again from the other side
-        return words
-
     async def _draft(self, utterance: Utterance) -> None:
         self._slide_window(utterance)
         start, head = utterance.window_ms, self._audio.end_ms
-        transcript = await self._decode(start, head, draft=True)
+        transcript = await self._models.decode(start, head, self.settings.language, draft=True)
         if transcript is None or utterance is not self._open or utterance.speculation is not None:
             return  # the utterance ended, or its final decode started, meanwhile
         if not transcript.text.strip() and utterance.draft:
             utterance.draft_head_ms = head  # a dropped draft: keep showing the last one
             return
-        words = self._unsettled(utterance, transcript, start, head)
+        words = unsettled_words(timed_words(transcript, start, head - start), utterance)
         agreed = agreed_prefix(utterance.draft, words)
         utterance.draft, utterance.draft_head_ms = words, head
         settle, cut_ms = settled_count(
@@ -340,7 +305,7 @@ class LiveTranscription:
                     text_of(words),
                     utterance.settled_ms,
                     head,
-                    words=tuple(self._label_partial(words)),
+                    words=tuple(self._models.guess(words) if self.settings.diarization else words),
                     stable_words=agreed,
                 )
             )
@@ -380,10 +345,10 @@ class LiveTranscription:
     async def _final_words(self, utterance: Utterance, end_ms: float) -> list[TimedWord] | None:
         self._slide_window(utterance)
         start = utterance.window_ms
-        transcript = await self._decode(start, end_ms, draft=False)
+        transcript = await self._models.decode(start, end_ms, self.settings.language, draft=False)
         if transcript is None:
             return None
-        words = self._unsettled(utterance, transcript, start, end_ms)
+        words = unsettled_words(timed_words(transcript, start, end_ms - start), utterance)
         return await self._label(words, utterance.settled_ms, end_ms)
 
     async def _finalise(self, utterance: Utterance) -> None:
@@ -419,15 +384,7 @@ class LiveTranscription:
         await self._emit(WordsFinal(utterance.item_id, tuple(words), start_ms, end_ms))
 
     async def _label(self, words: list[TimedWord], start_ms: float, end_ms: float) -> list[TimedWord]:
-        if not self.settings.diarization or self._labeller is None or not words:
-            return words
-        pcm = self._audio.slice(start_ms, end_ms)
-        return await self._labeller.label(words, pcm, ASR_RATE, start_ms)
-
-    def _label_partial(self, words: list[TimedWord]) -> list[TimedWord]:
-        if not self.settings.diarization or self._labeller is None:
-            return words
-        return self._labeller.guess(words)
+        return await self._models.label(words, start_ms, end_ms) if self.settings.diarization else words
 
     def speakers(self) -> list[dict[str, float | int]]:
         """The speakers heard so far (``GetSpeakers``): label, windows, seconds of speech."""

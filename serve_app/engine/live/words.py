@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from deployments.types import Transcript
 from serve_app.engine.events import TimedWord
+from serve_app.engine.live.settings import Utterance
 
 _TRAILING = ".,!?;:…"
 
@@ -51,6 +52,18 @@ def timed_words(transcript: Transcript, offset_ms: float, audio_ms: float) -> li
             words.append(TimedWord(text[len(core) :], end, end, confidence))
         elif text:
             words.append(TimedWord(text, start, end, confidence))
+    return words
+
+
+def unsettled_words(words: list[TimedWord], utterance: Utterance) -> list[TimedWord]:
+    """The decoded words of ``utterance`` not final yet: those after ``settled_ms`` by their middle.
+
+    A punctuation mark first in line is the one that ended the settled words, seen again from
+    the other side of the cut: it is dropped.
+    """
+    words = [w for w in words if (w.start_ms + w.end_ms) / 2 > utterance.settled_ms]
+    while words and words[0].is_punctuation and utterance.final:
+        words.pop(0)
     return words
 
 
