@@ -3,7 +3,7 @@
 The production model is TitaNet (``nvidia/speakerverification_en_titanet_large``, 192-d
 embeddings), loaded through ``EncDecSpeakerLabelModel``; any NeMo speaker-label model
 (ECAPA-TDNN, SpeakerNet) loads the same way. The audio is cut into the same overlapping
-windows as the CPU backend (:func:`~deployments.backends.resemblyzer_speaker.window_starts`),
+windows as the CPU backend (:func:`~deployments.backends.speaker_windows.window_layout`),
 and all windows of a call go through the model together, ``max_batch_size`` at a time: one
 padded forward pass each.
 
@@ -13,19 +13,14 @@ image without NeMo stays cheap.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.backends.base import Backend
 from deployments.backends.nemo_asr import DEVICE_PATTERN, load_nemo_model, resolve_device
-from deployments.backends.resemblyzer_speaker import window_starts
+from deployments.backends.speaker_windows import WindowedSpeakerBackend, window_layout
 from deployments.types import SpeakerEmbeddings
-from serve_app.engine.audio.pcm import pcm16_to_float32, resample_pcm16
 
 DEFAULT_MODEL = "nvidia/speakerverification_en_titanet_large"
 _FRAME_S = 0.01  # window positions are counted in 10 ms steps, as on the CPU backend
@@ -55,7 +50,7 @@ class NemoSpeakerOptions(BaseModel):
     max_batch_size: int = Field(default=64, ge=1, le=1024)
 
 
-class NemoSpeaker(Backend):
+class NemoSpeaker(WindowedSpeakerBackend):
     """Speaker embeddings of overlapping windows with a NeMo speaker model.
 
     Args:
@@ -66,6 +61,8 @@ class NemoSpeaker(Backend):
     """
 
     Options = NemoSpeakerOptions
+    thread_name = "nemo-speaker"
+    warmup_s = 2.0  # on CUDA this also picks the convolution kernels
 
     def __init__(self, model: str | None = None, options: dict[str, Any] | None = None) -> None:
         super().__init__(model or DEFAULT_MODEL, options)
@@ -75,44 +72,20 @@ class NemoSpeaker(Backend):
         self.device = resolve_device(opts.device)
         self._model = load_nemo_model(EncDecSpeakerLabelModel, self.model_spec, self.device)
         self._model.eval()
-        self.sample_rate: int = int(self._model.cfg.preprocessor.get("sample_rate", 16_000))
-        # One worker: one forward pass at a time on the device; a call's windows are its batch.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nemo-speaker")
-        self._calls = 0
-        self._windows = 0
+        self.sample_rate = int(self._model.cfg.preprocessor.get("sample_rate", 16_000))
         self._forward_passes = 0
-        self._busy_s = 0.0
-
-    async def embed(self, pcm16: bytes, sample_rate: int) -> SpeakerEmbeddings:
-        """Embed overlapping windows of mono PCM16 audio at any sample rate.
-
-        Returns:
-            One unit-length vector per window, with the window's times in the audio.
-        """
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._embed, pcm16, sample_rate)
-
-    def _embed(self, pcm16: bytes, sample_rate: int) -> SpeakerEmbeddings:
-        started = time.perf_counter()
-        pcm16 = pcm16[: len(pcm16) // 2 * 2]
-        audio = pcm16_to_float32(resample_pcm16(pcm16, sample_rate, self.sample_rate))
-        result = self.embed_audio(audio)
-        self._calls += 1
-        self._windows += len(result.vectors)
-        self._busy_s += time.perf_counter() - started
-        return result
 
     def embed_audio(self, audio: np.ndarray) -> SpeakerEmbeddings:
         """Embed float samples at the model's rate in the calling thread (see :meth:`embed`)."""
         opts: NemoSpeakerOptions = self.options
         duration = len(audio) / self.sample_rate
-        if duration < min(opts.min_audio_s, opts.window_s):
+        if self._too_short(duration):
             return SpeakerEmbeddings()
         step = round(_FRAME_S * self.sample_rate)
-        window_steps = round(opts.window_s / _FRAME_S)
-        starts = window_starts(len(audio) // step, window_steps, max(1, round(opts.hop_s / _FRAME_S)))
-        if not starts:  # shorter than a window: one window over all of it, as long as it is
-            starts, window_steps = [0], len(audio) // step
+        hop = max(1, round(opts.hop_s / _FRAME_S))
+        starts, window_steps = window_layout(
+            len(audio) // step, round(opts.window_s / _FRAME_S), hop, pad_short=False
+        )
         width = window_steps * step
         windows = np.stack([audio[s * step : s * step + width] for s in starts])
         vectors = np.concatenate(
@@ -121,12 +94,7 @@ class NemoSpeaker(Backend):
                 for i in range(0, len(windows), opts.max_batch_size)
             ]
         )
-        starts_s = [s * _FRAME_S for s in starts]
-        return SpeakerEmbeddings(
-            starts_s=starts_s,
-            ends_s=[min(s + width / self.sample_rate, duration) for s in starts_s],
-            vectors=vectors.tolist(),
-        )
+        return self._embeddings(starts, width / self.sample_rate, duration, vectors)
 
     def _forward(self, windows: np.ndarray) -> np.ndarray:
         """One forward pass over equal-length windows; L2-normalised embeddings."""
@@ -139,11 +107,6 @@ class NemoSpeaker(Backend):
             embeddings = torch.nn.functional.normalize(embeddings.float(), dim=1)
         self._forward_passes += 1
         return embeddings.cpu().numpy()
-
-    async def warmup(self) -> None:
-        """Embed two seconds of quiet noise (on CUDA this also picks the convolution kernels)."""
-        noise = np.random.default_rng(0).normal(0.0, 0.01, 2 * self.sample_rate).astype(np.float32)
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.embed_audio, noise)
 
     def stats(self) -> dict[str, Any]:
         """Calls, windows, forward passes and seconds spent embedding."""

@@ -5,10 +5,8 @@ spectrogram (not log) of 16 kHz audio → LSTM(40, 256, 3 layers) → Linear(256
 L2 norm, trained on 1.6 s windows (160 frames of 10 ms). Resemblyzer itself needs torch (and
 librosa), about 700 MB for a 17 MB model, so this module rebuilds all of it in numpy:
 
-* :func:`load_torch_checkpoint` reads the checkpoint without torch. ``pretrained.pt`` is in
-  torch's legacy format (pickles followed by raw storages); newer zip checkpoints are read
-  too. The unpickler accepts only the few globals a state dict needs and refuses anything
-  else, so a checkpoint cannot run code.
+* :func:`~deployments.backends.torch_checkpoint.load_state_dict` reads the checkpoint
+  without torch (``pretrained.pt`` is in torch's legacy format), and runs no code from it.
 * :func:`mel_spectrogram` is ``librosa.feature.melspectrogram`` with Resemblyzer's settings
   (n_fft 400, hop 160, 40 Slaney mel filters, power 2, centred frames, zero padding).
 * :class:`GE2EEncoder` runs the LSTM for all windows at once: one matmul per time step
@@ -21,147 +19,24 @@ vectors computed with Resemblyzer and torch).
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import math
-import pickle
-import struct
-import time
-import zipfile
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
-from pathlib import Path
-from typing import IO, Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.backends.base import Backend
+from deployments.backends.speaker_windows import FRAMES_PER_S, WindowedSpeakerBackend, window_layout
+from deployments.backends.torch_checkpoint import load_state_dict
 from deployments.models import model_file, resolve_model
 from deployments.types import SpeakerEmbeddings
-from serve_app.engine.audio.pcm import pcm16_to_float32, resample_pcm16
 
 DEFAULT_MODEL = "bundled:resemblyzer-ge2e"
 SAMPLE_RATE = 16_000
 N_FFT = 400  # 25 ms
-HOP = 160  # 10 ms: 100 frames per second
+HOP = 160  # 10 ms: one mel frame per window frame (FRAMES_PER_S)
 N_MELS = 40
-FRAMES_PER_S = SAMPLE_RATE // HOP
 _TARGET_DBFS = -30.0  # Resemblyzer's audio_norm_target_dBFS
-
-# torch's typed storage classes, as named in checkpoints, and their element types.
-_STORAGE_DTYPES = {
-    f"{kind}Storage": np.dtype(code)
-    for kind, code in zip(
-        ["Float", "Double", "Half", "Long", "Int", "Short", "Char", "Byte", "Bool"],
-        ["f4", "f8", "f2", "i8", "i4", "i2", "i1", "u1", "b1"],
-        strict=True,
-    )
-}
-
-
-class _Storage:
-    """A torch storage: its element type and, once read, its elements."""
-
-    def __init__(self, dtype: type, numel: int) -> None:
-        self.dtype = np.dtype(dtype)
-        self.numel = numel
-        self.array: np.ndarray | None = None
-
-
-def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple, *_: Any) -> np.ndarray | None:
-    """``torch._utils._rebuild_tensor_v2`` as a numpy view (``None`` while storages are unread)."""
-    if storage.array is None:
-        return None
-    itemsize = storage.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(
-        storage.array[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
-    )
-    return np.array(view)  # a copy: the checkpoint's big storages can be freed
-
-
-class _StateDictUnpickler(pickle.Unpickler):
-    """Rebuilds tensors as numpy arrays; any global but the few a state dict needs is refused."""
-
-    def __init__(self, file: IO[bytes], storages: dict[str, _Storage], read_storage: Any = None) -> None:
-        super().__init__(file)
-        self._storages = storages
-        self._read_storage = read_storage
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return _rebuild_tensor
-        if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _STORAGE_DTYPES[name]
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a checkpoint")
-
-    def persistent_load(self, pid: Any) -> _Storage:
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r:.80}")
-        dtype, key, numel = pid[1], str(pid[2]), int(pid[4])
-        if len(pid) > 5 and pid[5] is not None:
-            raise pickle.UnpicklingError("storage views are not supported")
-        if key not in self._storages:
-            self._storages[key] = _Storage(dtype, numel)
-            if self._read_storage is not None:
-                self._storages[key].array = self._read_storage(key, self._storages[key])
-        return self._storages[key]
-
-
-def load_torch_checkpoint(path: str | Path) -> Any:
-    """Read a torch checkpoint of plain tensors without torch.
-
-    Args:
-        path: A ``torch.save`` file, legacy (torch < 1.6) or zip format.
-
-    Returns:
-        The saved object with every tensor as a numpy array.
-
-    Raises:
-        pickle.UnpicklingError: The checkpoint holds anything but tensors, dicts, lists and
-            plain values (such a pickle could run arbitrary code).
-    """
-    path = Path(path)
-    if zipfile.is_zipfile(path):
-        return _load_zip(path)
-    return _load_legacy(path)
-
-
-def _load_zip(path: Path) -> Any:
-    with zipfile.ZipFile(path) as archive:
-        pkl = next(n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
-        prefix = pkl[: -len("data.pkl")]
-
-        def read(key: str, storage: _Storage) -> np.ndarray:
-            raw = archive.read(f"{prefix}data/{key}")
-            return np.frombuffer(raw, dtype=storage.dtype.newbyteorder("<"), count=storage.numel)
-
-        with archive.open(pkl) as f:
-            return _StateDictUnpickler(f, {}, read).load()
-
-
-def _load_legacy(path: Path) -> Any:
-    """Legacy format: magic, version and system-info pickles, the object, its storage keys, the storages.
-
-    The storages follow the object's pickle, so the object is unpickled twice: once to learn
-    the storages, then again, once they are read, to build the arrays.
-    """
-    storages: dict[str, _Storage] = {}
-    with path.open("rb") as f:
-        for _ in range(3):
-            _StateDictUnpickler(f, storages).load()
-        object_start = f.tell()
-        _StateDictUnpickler(f, storages).load()
-        keys = _StateDictUnpickler(f, storages).load()
-        for key in keys:
-            storage = storages[str(key)]
-            (numel,) = struct.unpack("<q", f.read(8))
-            raw = f.read(numel * storage.dtype.itemsize)
-            storage.array = np.frombuffer(raw, dtype=storage.dtype.newbyteorder("<"), count=numel)
-        f.seek(object_start)
-        return _StateDictUnpickler(f, storages).load()
 
 
 def slaney_mel_filters(
@@ -305,18 +180,6 @@ class GE2EEncoder:
         return raw / np.maximum(norms, 1e-12)
 
 
-def window_starts(n_frames: int, window: int, hop: int) -> list[int]:
-    """First frames of the windows over ``n_frames`` frames: every ``hop``, plus one flush with the end.
-
-    The last window is moved back to end with the audio, so that the end of an utterance
-    (often its last word) has a window of its own rather than none.
-    """
-    starts = list(range(0, n_frames - window + 1, hop))
-    if starts and starts[-1] + window < n_frames:
-        starts.append(n_frames - window)
-    return starts
-
-
 class ResemblyzerOptions(BaseModel):
     """Options of :class:`ResemblyzerSpeaker`.
 
@@ -341,7 +204,7 @@ class ResemblyzerOptions(BaseModel):
     blas_threads: int | None = Field(default=1, ge=1)
 
 
-class ResemblyzerSpeaker(Backend):
+class ResemblyzerSpeaker(WindowedSpeakerBackend):
     """Speaker embeddings of overlapping windows with Resemblyzer's GE2E encoder, in numpy.
 
     Args:
@@ -351,13 +214,14 @@ class ResemblyzerSpeaker(Backend):
     """
 
     Options = ResemblyzerOptions
+    thread_name = "resemblyzer"
+    sample_rate = SAMPLE_RATE
 
     def __init__(self, model: str | None = None, options: dict[str, Any] | None = None) -> None:
         super().__init__(model or DEFAULT_MODEL, options)
         opts: ResemblyzerOptions = self.options
         self.model_path = model_file(resolve_model(self.model_spec), "*.pt")
-        checkpoint = load_torch_checkpoint(self.model_path)
-        self._encoder = GE2EEncoder(checkpoint.get("model_state", checkpoint))
+        self._encoder = GE2EEncoder(load_state_dict(self.model_path))
         self.window_frames = round(opts.window_s * FRAMES_PER_S)
         self.hop_frames = max(1, round(opts.hop_s * FRAMES_PER_S))
         try:
@@ -366,68 +230,23 @@ class ResemblyzerSpeaker(Backend):
             self._blas: Any = ThreadpoolController()
         except ImportError:  # optional: without it numpy's BLAS keeps its own thread count
             self._blas = None
-        # One worker: queued calls keep one replica from oversubscribing its cores.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resemblyzer")
-        self._calls = 0
-        self._windows = 0
-        self._audio_s = 0.0
-        self._busy_s = 0.0
 
-    async def embed(self, pcm16: bytes, sample_rate: int) -> SpeakerEmbeddings:
-        """Embed overlapping windows of mono PCM16 audio at any sample rate.
-
-        Args:
-            pcm16: The audio (resampled to 16 kHz when at another rate).
-            sample_rate: Its sample rate.
-
-        Returns:
-            One unit-length 256-d vector per window, with the window's times in the audio.
-        """
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._embed, pcm16, sample_rate)
-
-    def embed_wav(self, wav: np.ndarray) -> SpeakerEmbeddings:
+    def embed_audio(self, audio: np.ndarray) -> SpeakerEmbeddings:
         """Embed float samples at 16 kHz in the calling thread (see :meth:`embed`)."""
         opts: ResemblyzerOptions = self.options
-        duration = len(wav) / SAMPLE_RATE
-        if duration < min(opts.min_audio_s, opts.window_s):
+        duration = len(audio) / SAMPLE_RATE
+        if self._too_short(duration):
             return SpeakerEmbeddings()
-        wav = normalize_volume(np.asarray(wav, dtype=np.float32))
-        window_samples = self.window_frames * HOP
-        if len(wav) < window_samples:
-            wav = np.pad(wav, (0, window_samples - len(wav)))  # as Resemblyzer pads a short utterance
+        wav = normalize_volume(np.asarray(audio, dtype=np.float32))
+        starts, window = window_layout(len(wav) // HOP, self.window_frames, self.hop_frames, pad_short=True)
+        if len(wav) < window * HOP:
+            wav = np.pad(wav, (0, window * HOP - len(wav)))  # as Resemblyzer pads a short utterance
         mel = mel_spectrogram(wav)
-        starts = window_starts(len(wav) // HOP, self.window_frames, self.hop_frames)
-        vectors = self._encoder(np.stack([mel[s : s + self.window_frames] for s in starts]))
-        starts_s = [s / FRAMES_PER_S for s in starts]
-        return SpeakerEmbeddings(
-            starts_s=starts_s,
-            ends_s=[min(s + opts.window_s, duration) for s in starts_s],
-            vectors=vectors.tolist(),
-        )
+        vectors = self._encoder(np.stack([mel[s : s + window] for s in starts]))
+        return self._embeddings(starts, opts.window_s, duration, vectors)
 
-    def _embed(self, pcm16: bytes, sample_rate: int) -> SpeakerEmbeddings:
-        started = time.perf_counter()
-        wav = pcm16_to_float32(resample_pcm16(pcm16[: len(pcm16) // 2 * 2], sample_rate, SAMPLE_RATE))
+    def _embedding_context(self) -> AbstractContextManager[Any]:
         threads = self.options.blas_threads
-        with self._blas.limit(limits=threads, user_api="blas") if self._blas and threads else nullcontext():
-            result = self.embed_wav(wav)
-        self._calls += 1
-        self._windows += len(result.vectors)
-        self._audio_s += len(wav) / SAMPLE_RATE
-        self._busy_s += time.perf_counter() - started
-        return result
-
-    async def warmup(self) -> None:
-        """Embed one second of quiet noise, so that numpy's first-call setup is not on a request."""
-        noise = np.random.default_rng(0).normal(0.0, 0.01, SAMPLE_RATE).astype(np.float32)
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.embed_wav, noise)
-
-    def stats(self) -> dict[str, Any]:
-        """Calls, windows, seconds of audio embedded and seconds spent embedding."""
-        return {
-            "calls": self._calls,
-            "windows": self._windows,
-            "audio_s": round(self._audio_s, 3),
-            "busy_s": round(self._busy_s, 3),
-        }
+        if self._blas and threads:
+            return self._blas.limit(limits=threads, user_api="blas")
+        return nullcontext()

@@ -23,12 +23,12 @@ import pytest
 
 from deployments.backends.resemblyzer_speaker import (
     GE2EEncoder,
-    load_torch_checkpoint,
     mel_spectrogram,
     normalize_volume,
     slaney_mel_filters,
-    window_starts,
 )
+from deployments.backends.speaker_windows import window_layout, window_starts
+from deployments.backends.torch_checkpoint import load_checkpoint, load_state_dict
 
 
 class FakeFloatStorage:
@@ -126,22 +126,24 @@ def tiny_state(hidden: int = 4, embedding: int = 3, layers: int = 2, seed: int =
 def test_checkpoint_round_trip(fake_torch: None, tmp_path: Path, writer: Any) -> None:
     state = tiny_state()
     writer(tmp_path / "model.pt", state)
-    loaded = load_torch_checkpoint(tmp_path / "model.pt")["model_state"]
+    loaded = load_checkpoint(tmp_path / "model.pt")["model_state"]
     assert list(loaded) == list(state)
     for key, array in state.items():
         np.testing.assert_array_equal(loaded[key], array)
+    # load_state_dict unwraps a training checkpoint's model_state.
+    assert list(load_state_dict(tmp_path / "model.pt")) == list(state)
 
 
 def test_checkpoint_reader_refuses_other_globals(tmp_path: Path) -> None:
     evil = tmp_path / "evil.pt"
     evil.write_bytes(pickle.dumps({"model_state": os.getcwd}, protocol=2))
     with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
-        load_torch_checkpoint(evil)
+        load_checkpoint(evil)
     # The same refusal inside a zip checkpoint.
     with zipfile.ZipFile(tmp_path / "evil_zip.pt", "w") as archive:
         archive.writestr("archive/data.pkl", pickle.dumps(os.system, protocol=2))
     with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
-        load_torch_checkpoint(tmp_path / "evil_zip.pt")
+        load_checkpoint(tmp_path / "evil_zip.pt")
 
 
 def _reference_lstm_embedding(state: dict[str, np.ndarray], mel: np.ndarray) -> np.ndarray:
@@ -222,3 +224,18 @@ def test_volume_is_raised_to_minus_30_dbfs_but_never_lowered() -> None:
 )
 def test_window_starts_cover_the_audio_to_its_end(frames: int, expected: list[int]) -> None:
     assert window_starts(frames, 160, 40) == expected
+
+
+@pytest.mark.parametrize(
+    ("frames", "pad_short", "expected"),
+    [
+        (215, False, ([0, 40, 55], 160)),
+        (215, True, ([0, 40, 55], 160)),
+        (100, True, ([0], 160)),  # short audio: one full window, the caller zero-pads
+        (100, False, ([0], 100)),  # short audio: one window over just the audio
+    ],
+)
+def test_window_layout_handles_audio_shorter_than_a_window(
+    frames: int, pad_short: bool, expected: tuple[list[int], int]
+) -> None:
+    assert window_layout(frames, 160, 40, pad_short=pad_short) == expected
