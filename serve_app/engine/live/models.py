@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from deployments.types import DecodeOptions, Transcript
+from deployments.types import DecodeOptions, SpeakerEmbeddings, Transcript
 from serve_app.engine.events import ErrorOccurred, EventSink, TimedWord
 from serve_app.engine.input_buffer import InputBuffer
 from serve_app.engine.live.speakers import SpeakerLabeller
@@ -64,12 +64,25 @@ class LiveModels:
         )
         return transcript
 
+    async def embed(self, start_ms: float, end_ms: float) -> SpeakerEmbeddings | None:
+        """Speaker embeddings of the audio between two stream times (``None``: no labeller)."""
+        if self._labeller is None:
+            return None
+        return await self._labeller.embed(self._audio.slice(start_ms, end_ms), ASR_RATE)
+
+    def apply(
+        self, words: list[TimedWord], embeddings: SpeakerEmbeddings | None, start_ms: float
+    ) -> list[TimedWord]:
+        """``words`` labelled from the embeddings of their audio, which starts at ``start_ms``."""
+        if self._labeller is None or not words:
+            return words
+        return self._labeller.apply(words, embeddings, start_ms)
+
     async def label(self, words: list[TimedWord], start_ms: float, end_ms: float) -> list[TimedWord]:
         """``words`` (spoken between two stream times) with speaker labels."""
         if self._labeller is None or not words:
             return words
-        pcm = self._audio.slice(start_ms, end_ms)
-        return await self._labeller.label(words, pcm, ASR_RATE, start_ms)
+        return self.apply(words, await self.embed(start_ms, end_ms), start_ms)
 
     def guess(self, words: list[TimedWord]) -> list[TimedWord]:
         """Provisional labels for partial words."""

@@ -344,12 +344,19 @@ class LiveTranscription:
 
     async def _final_words(self, utterance: Utterance, end_ms: float) -> list[TimedWord] | None:
         self._slide_window(utterance)
-        start = utterance.window_ms
-        transcript = await self._models.decode(start, end_ms, self.settings.language, draft=False)
+        start, settled = utterance.window_ms, utterance.settled_ms
+        # Who spoke is worked out beside what was said: the Speaker deployment embeds while ASR decodes.
+        embedding = (
+            asyncio.create_task(self._models.embed(settled, end_ms)) if self.settings.diarization else None
+        )
+        try:
+            transcript = await self._models.decode(start, end_ms, self.settings.language, draft=False)
+        finally:
+            embeddings = await embedding if embedding is not None else None
         if transcript is None:
             return None
         words = unsettled_words(timed_words(transcript, start, end_ms - start), utterance)
-        return await self._label(words, utterance.settled_ms, end_ms)
+        return self._models.apply(words, embeddings, settled) if self.settings.diarization else words
 
     async def _finalise(self, utterance: Utterance) -> None:
         assert utterance.end_ms is not None

@@ -13,6 +13,9 @@ import dataclasses
 import logging
 from typing import Any
 
+import numpy as np
+
+from deployments.types import SpeakerEmbeddings
 from serve_app.engine.diarization import DEFAULT_THRESHOLD, OnlineSpeakers
 from serve_app.engine.events import TimedWord
 
@@ -28,6 +31,8 @@ class SpeakerLabeller:
         threshold: Cosine similarity below which a window is a new speaker; higher finds more.
     """
 
+    whole_max_s = 4.0
+
     def __init__(self, speaker: Any, max_speakers: int | None, threshold: float = DEFAULT_THRESHOLD) -> None:
         self._speaker = speaker
         self._clusters = OnlineSpeakers(max_speakers=max_speakers, threshold=threshold)
@@ -42,19 +47,39 @@ class SpeakerLabeller:
     def max_speakers(self, value: int | None) -> None:
         self._clusters.max_speakers = value
 
-    async def label(
-        self, words: list[TimedWord], pcm16: bytes, rate: int, offset_ms: float
-    ) -> list[TimedWord]:
-        """Words of ``pcm16`` (which starts at stream time ``offset_ms``) with speaker labels.
+    async def embed(self, pcm16: bytes, rate: int) -> SpeakerEmbeddings | None:
+        """Embeddings of a stretch of audio; ``None`` when the call failed (logged).
 
-        A failed embedding call leaves the words with the last label seen (or 1): the
-        transcript matters more than who said it.
+        A failure leaves that stretch's words with the last label seen: the transcript matters
+        more than who said it.
         """
         try:
-            embeddings = await self._speaker.embed(pcm16, rate)
+            return await self._speaker.embed(pcm16, rate)
         except Exception:
             logger.exception("live transcription: speaker embedding failed")
-            embeddings = None
+            return None
+
+    def apply(
+        self, words: list[TimedWord], embeddings: SpeakerEmbeddings | None, offset_ms: float
+    ) -> list[TimedWord]:
+        """``words`` with speaker labels from the embeddings of their audio.
+
+        Calls must come in stream order (the clustering learns from each). A stretch of at
+        most ``whole_max_s`` is one phrase, between pauses: it is labelled as a whole, from the
+        mean of its windows, which is steadier than window by window; a longer one is
+        labelled window by window, as it may hold a change of speaker.
+
+        Args:
+            words: The words of the stretch, in stream time.
+            embeddings: Its windows (times relative to the stretch), or ``None``.
+            offset_ms: Where the stretch starts in the stream.
+        """
+        if embeddings is not None and embeddings.vectors and embeddings.ends_s[-1] <= self.whole_max_s:
+            mean = np.mean(np.asarray(embeddings.vectors), axis=0)
+            mean /= np.linalg.norm(mean) or 1.0
+            embeddings = SpeakerEmbeddings(
+                starts_s=[embeddings.starts_s[0]], ends_s=[embeddings.ends_s[-1]], vectors=[mean.tolist()]
+            )
         spans = self._clusters.assign(embeddings, offset_ms / 1000) if embeddings is not None else []
         labelled: list[TimedWord] = []
         for word in words:
