@@ -48,6 +48,12 @@ from serve_app.engine.live.words import agreed_prefix, settled_count, text_of, t
 logger = logging.getLogger("voxray")
 
 _TAIL_PAD_MS = 150  # audio kept after the VAD's speech end: Silero marks the end a little early
+# Speech this long after a decode's last word means Whisper stopped early (see _stopped_early).
+_EARLY_STOP_MS = 1500.0
+# A window moved up to a settled point starts this much before it: a settled point inside a
+# word (Whisper's word times are approximate) would otherwise cut the next word's start. The
+# words already final in that margin are dropped again (unsettled_words).
+_CONTEXT_MS = 300.0
 
 
 class LiveTranscription:
@@ -213,10 +219,22 @@ class LiveTranscription:
             utterance.pause_final = (speculation, utterance.speech_end_ms + pause / 2)
 
     def _speculate(self, utterance: Utterance, end_ms: float) -> None:
-        """Start the final decode early, at the VAD's pause hint."""
+        """Start the final decode early, at the VAD's pause hint.
+
+        When a draft already heard all the speech (it decodes audio past the VAD's speech
+        end, now or before), its words are the final decode: the same model on the same audio,
+        so only the speakers are left to find, and no second decode waits behind the first.
+        """
         end_ms = min(end_ms, self._audio.end_ms)
         utterance.speculation_end_ms = end_ms
-        task = asyncio.create_task(self._final_words(utterance, end_ms))
+        heard_all = end_ms - _TAIL_PAD_MS
+        if utterance.inflight is not None and utterance.inflight_head_ms >= heard_all:
+            work = self._inflight_words(utterance, utterance.inflight, end_ms)
+        elif utterance.draft and utterance.draft_head_ms >= heard_all:
+            work = self._drafted_words(utterance, list(utterance.draft), end_ms)
+        else:
+            work = self._final_words(utterance, end_ms)
+        task = asyncio.create_task(work)
         utterance.speculation = task
         task.add_done_callback(lambda _: self._speculation_done(utterance, task))
 
@@ -280,13 +298,24 @@ class LiveTranscription:
     async def _draft(self, utterance: Utterance) -> None:
         self._slide_window(utterance)
         start, head = utterance.window_ms, self._audio.end_ms
+        # A pause hint during this decode may take its words as the final (see _speculate).
+        heard: asyncio.Future[list[TimedWord] | None] = asyncio.get_running_loop().create_future()
+        utterance.inflight, utterance.inflight_head_ms = heard, head
         transcript = await self._models.decode(start, head, self.settings.language, draft=True)
+        utterance.inflight = None
+        usable = transcript is not None and bool(transcript.text.strip())
+        heard.set_result(
+            unsettled_words(timed_words(transcript, start, head - start), utterance) if usable else None
+        )
         if transcript is None or utterance is not self._open or utterance.speculation is not None:
             return  # the utterance ended, or its final decode started, meanwhile
         if not transcript.text.strip() and utterance.draft:
             utterance.draft_head_ms = head  # a dropped draft: keep showing the last one
             return
-        words = unsettled_words(timed_words(transcript, start, head - start), utterance)
+        placed = timed_words(transcript, start, head - start)
+        if self._stopped_early(utterance, placed, head):
+            return  # decoded again from the last settled point, at once
+        words = unsettled_words(placed, utterance)
         agreed = agreed_prefix(utterance.draft, words)
         utterance.draft, utterance.draft_head_ms = words, head
         settle, cut_ms = settled_count(
@@ -331,16 +360,46 @@ class LiveTranscription:
         utterance.cuts.append(cut_ms)
         utterance.draft = []
 
+    def _stopped_early(self, utterance: Utterance, words: list[TimedWord], end_ms: float) -> bool:
+        """Whether Whisper ended its transcript well before the audio; if so, move the window.
+
+        On a window that holds two voices Whisper now and then stops after the first
+        speaker's sentence. The words it gave are right, so the window moves up to the last
+        settled point (the settled words are final already) and is decoded again.
+        """
+        last_end = max((w.end_ms for w in words), default=utterance.window_ms)
+        later = [cut for cut in utterance.cuts if cut - _CONTEXT_MS > utterance.window_ms]
+        if end_ms - last_end < _EARLY_STOP_MS or not later:
+            return False
+        utterance.window_ms = later[-1] - _CONTEXT_MS
+        utterance.draft_head_ms = 0.0  # due again at once
+        return True
+
     def _slide_window(self, utterance: Utterance) -> None:
-        """Start decodes later when the window grew past ``max_window_ms``: at a settled pause."""
+        """Start decodes later when the window grew past ``max_window_ms``: at a settled point."""
         limit = self._audio.end_ms - self._policy.max_window_ms
         if utterance.window_ms >= limit:
             return
-        later = [cut for cut in utterance.cuts if cut > utterance.window_ms]
+        later = [cut - _CONTEXT_MS for cut in utterance.cuts if cut - _CONTEXT_MS > utterance.window_ms]
         if later:
-            # The latest settled pause that brings the window under the limit, else the last one.
-            fitting = [cut for cut in later if cut >= limit]
+            # The latest settled point that brings the window under the limit, else the last one.
+            fitting = [start for start in later if start >= limit]
             utterance.window_ms = fitting[0] if fitting else later[-1]
+
+    async def _inflight_words(
+        self, utterance: Utterance, heard: asyncio.Future[list[TimedWord] | None], end_ms: float
+    ) -> list[TimedWord] | None:
+        """The words of the draft being decoded now, as final words; a decode if it fails."""
+        words = await heard
+        if words is None:
+            return await self._final_words(utterance, end_ms)
+        return await self._label(words, utterance.settled_ms, end_ms)
+
+    async def _drafted_words(
+        self, utterance: Utterance, words: list[TimedWord], end_ms: float
+    ) -> list[TimedWord] | None:
+        """A draft's words as final words: with speakers when diarization is on."""
+        return await self._label(words, utterance.settled_ms, end_ms)
 
     async def _final_words(self, utterance: Utterance, end_ms: float) -> list[TimedWord] | None:
         self._slide_window(utterance)
@@ -355,7 +414,10 @@ class LiveTranscription:
             embeddings = await embedding if embedding is not None else None
         if transcript is None:
             return None
-        words = unsettled_words(timed_words(transcript, start, end_ms - start), utterance)
+        placed = timed_words(transcript, start, end_ms - start)
+        if self._stopped_early(utterance, placed, end_ms - _TAIL_PAD_MS):
+            return await self._final_words(utterance, end_ms)
+        words = unsettled_words(placed, utterance)
         return self._models.apply(words, embeddings, settled) if self.settings.diarization else words
 
     async def _finalise(self, utterance: Utterance) -> None:

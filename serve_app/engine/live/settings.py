@@ -67,6 +67,8 @@ class Utterance:
     speculation_end_ms: float = 0.0
     speech_end_ms: float = 0.0  # where the VAD's last pause began
     paused: bool = False  # in a pause since speech_end_ms (the VAD's hint), not resumed
+    inflight: asyncio.Future[list[TimedWord] | None] | None = None  # the draft being decoded
+    inflight_head_ms: float = 0.0  # how far its audio reaches
     # A speculative final that speech resumed after a clear pause: its words before the pause
     # are final (with the pause's middle), published by the worker.
     pause_final: tuple[asyncio.Task[list[TimedWord] | None], float] | None = None
