@@ -62,6 +62,14 @@ def test_agreed_words_are_settled_at_a_pause_or_when_old_enough() -> None:
     assert settled_count(tight, agreed=1, before_ms=250.0, pause_ms=250.0) == (1, 100.0)
 
 
+def test_words_settled_by_age_go_out_in_groups() -> None:
+    words = [TimedWord(t, i * 300.0, (i + 1) * 300.0) for i, t in enumerate("a b c d e f".split())]
+    # Only "a" (ends at 300) is older than max_delay; the group takes words ending by 300 + 1000.
+    assert settled_count(words, agreed=6, before_ms=300.0, pause_ms=250.0, group_ms=1000.0) == (4, 1200.0)
+    # Nothing old enough yet: nothing goes, however young words group.
+    assert settled_count(words, agreed=6, before_ms=200.0, pause_ms=250.0, group_ms=1000.0) == (0, 0.0)
+
+
 def test_text_puts_marks_against_their_word() -> None:
     assert text_of(words("Hello", ",", "world", "!")) == "Hello, world!"
     assert normalize("Don't!") == "dont"

@@ -54,6 +54,11 @@ _EARLY_STOP_MS = 1500.0
 # word (Whisper's word times are approximate) would otherwise cut the next word's start. The
 # words already final in that margin are dropped again (unsettled_words).
 _CONTEXT_MS = 300.0
+# Words settled by max_delay go out in groups of up to this much more speech (settled_count).
+_GROUP_MS = 1000.0
+# A stretch of final words shorter than this is embedded with the speech before it in its
+# utterance: too short a stretch says little about who is speaking.
+_MIN_SPEAKER_AUDIO_MS = 1600.0
 
 
 class LiveTranscription:
@@ -319,7 +324,7 @@ class LiveTranscription:
         agreed = agreed_prefix(utterance.draft, words)
         utterance.draft, utterance.draft_head_ms = words, head
         settle, cut_ms = settled_count(
-            words, agreed, head - self.settings.max_delay_ms, self._policy.settle_pause_ms
+            words, agreed, head - self.settings.max_delay_ms, self._policy.settle_pause_ms, _GROUP_MS
         )
         if settle:
             await self._publish_final(utterance, words[:settle], utterance.settled_ms, cut_ms)
@@ -393,20 +398,22 @@ class LiveTranscription:
         words = await heard
         if words is None:
             return await self._final_words(utterance, end_ms)
-        return await self._label(words, utterance.settled_ms, end_ms)
+        return await self._label(words, utterance.settled_ms, end_ms, utterance)
 
     async def _drafted_words(
         self, utterance: Utterance, words: list[TimedWord], end_ms: float
     ) -> list[TimedWord] | None:
         """A draft's words as final words: with speakers when diarization is on."""
-        return await self._label(words, utterance.settled_ms, end_ms)
+        return await self._label(words, utterance.settled_ms, end_ms, utterance)
 
     async def _final_words(self, utterance: Utterance, end_ms: float) -> list[TimedWord] | None:
         self._slide_window(utterance)
         start, settled = utterance.window_ms, utterance.settled_ms
         # Who spoke is worked out beside what was said: the Speaker deployment embeds while ASR decodes.
         embedding = (
-            asyncio.create_task(self._models.embed(settled, end_ms)) if self.settings.diarization else None
+            asyncio.create_task(self._models.embed(self._speaker_start(utterance, settled, end_ms), end_ms))
+            if self.settings.diarization
+            else None
         )
         try:
             transcript = await self._models.decode(start, end_ms, self.settings.language, draft=False)
@@ -418,7 +425,9 @@ class LiveTranscription:
         if self._stopped_early(utterance, placed, end_ms - _TAIL_PAD_MS):
             return await self._final_words(utterance, end_ms)
         words = unsettled_words(placed, utterance)
-        return self._models.apply(words, embeddings, settled) if self.settings.diarization else words
+        if not self.settings.diarization:
+            return words
+        return self._models.apply(words, embeddings, self._speaker_start(utterance, settled, end_ms))
 
     async def _finalise(self, utterance: Utterance) -> None:
         assert utterance.end_ms is not None
@@ -448,12 +457,22 @@ class LiveTranscription:
         self, utterance: Utterance, words: list[TimedWord], start_ms: float, end_ms: float
     ) -> None:
         if self.settings.diarization and words and words[0].speaker is None:
-            words = await self._label(words, start_ms, end_ms)
+            words = await self._label(words, start_ms, end_ms, utterance)
         utterance.final.extend(words)
         await self._emit(WordsFinal(utterance.item_id, tuple(words), start_ms, end_ms))
 
-    async def _label(self, words: list[TimedWord], start_ms: float, end_ms: float) -> list[TimedWord]:
-        return await self._models.label(words, start_ms, end_ms) if self.settings.diarization else words
+    async def _label(
+        self, words: list[TimedWord], start_ms: float, end_ms: float, utterance: Utterance | None = None
+    ) -> list[TimedWord]:
+        if not self.settings.diarization:
+            return words
+        if utterance is not None:
+            start_ms = self._speaker_start(utterance, start_ms, end_ms)
+        return await self._models.label(words, start_ms, end_ms)
+
+    def _speaker_start(self, utterance: Utterance, start_ms: float, end_ms: float) -> float:
+        """Where the audio embedded for the words between two stream times starts."""
+        return max(utterance.start_ms, min(start_ms, end_ms - _MIN_SPEAKER_AUDIO_MS))
 
     def speakers(self) -> list[dict[str, float | int]]:
         """The speakers heard so far (``GetSpeakers``): label, windows, seconds of speech."""

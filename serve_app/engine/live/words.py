@@ -104,13 +104,16 @@ def cut_points(words: Sequence[TimedWord], agreed: int) -> list[tuple[int, float
 
 
 def settled_count(
-    words: Sequence[TimedWord], agreed: int, before_ms: float, pause_ms: float
+    words: Sequence[TimedWord], agreed: int, before_ms: float, pause_ms: float, group_ms: float = 0.0
 ) -> tuple[int, float]:
     """How many leading words to make final now, and the stream time they are final up to.
 
     Agreed words are settled up to a pause of at least ``pause_ms`` (a clear break: final at
-    once), and agreed words that ended by ``before_ms`` (older than ``max_delay``) are settled
-    whatever follows them. A punctuation mark right after the last settled word goes with it.
+    once). Once an agreed word ended by ``before_ms`` (older than ``max_delay``), the agreed
+    words that ended by ``before_ms + group_ms`` are settled with it whatever follows them:
+    a group of words a little early, rather than a word at a time (each final is a stretch
+    of audio long enough to tell its speaker). A punctuation mark right after the last
+    settled word goes with it.
 
     Returns:
         ``(count, settled_ms)``; ``(0, 0.0)`` when nothing can be settled.
@@ -119,8 +122,9 @@ def settled_count(
     for point, gap, cut in cut_points(words, agreed):
         if gap >= pause_ms:
             count, settled_ms = point, cut
+    due = any(not w.is_punctuation and w.end_ms <= before_ms for w in words[count:agreed])
     for i, word in enumerate(words[:agreed]):
-        if i >= count and not word.is_punctuation and word.end_ms <= before_ms:
+        if due and i >= count and not word.is_punctuation and word.end_ms <= before_ms + group_ms:
             count, settled_ms = i + 1, word.end_ms
     while count < agreed and words[count].is_punctuation:
         count += 1
