@@ -62,8 +62,16 @@ def test_agreed_words_are_settled_at_a_pause_or_when_old_enough() -> None:
     assert settled_count(tight, agreed=1, before_ms=250.0, pause_ms=250.0) == (1, 100.0)
 
 
+def test_an_agreed_sentence_end_settles_its_sentence_at_once() -> None:
+    words = [TimedWord("yes", 0, 300), TimedWord(".", 300, 400), TimedWord("and", 400, 600)]
+    assert settled_count(words, agreed=2, before_ms=0.0, pause_ms=250.0) == (2, 350.0)
+    assert settled_count(words, agreed=1, before_ms=0.0, pause_ms=250.0) == (0, 0.0)
+    comma = [TimedWord("yes", 0, 300), TimedWord(",", 300, 300), TimedWord("and", 300, 600)]
+    assert settled_count(comma, agreed=3, before_ms=0.0, pause_ms=250.0) == (0, 0.0)
+
+
 def test_words_settled_by_age_go_out_in_groups() -> None:
-    words = [TimedWord(t, i * 300.0, (i + 1) * 300.0) for i, t in enumerate("a b c d e f".split())]
+    words = [TimedWord(t, i * 300.0, (i + 1) * 300.0) for i, t in enumerate(["a", "b", "c", "d", "e", "f"])]
     # Only "a" (ends at 300) is older than max_delay; the group takes words ending by 300 + 1000.
     assert settled_count(words, agreed=6, before_ms=300.0, pause_ms=250.0, group_ms=1000.0) == (4, 1200.0)
     # Nothing old enough yet: nothing goes, however young words group.

@@ -14,6 +14,7 @@ from serve_app.engine.events import TimedWord
 from serve_app.engine.live.settings import Utterance
 
 _TRAILING = ".,!?;:…"
+_SENTENCE_ENDS = (".", "?", "!", "…")
 
 
 def normalize(text: str) -> str:
@@ -108,8 +109,8 @@ def settled_count(
 ) -> tuple[int, float]:
     """How many leading words to make final now, and the stream time they are final up to.
 
-    Agreed words are settled up to a pause of at least ``pause_ms`` (a clear break: final at
-    once). Once an agreed word ended by ``before_ms`` (older than ``max_delay``), the agreed
+    Agreed words are settled up to a pause of at least ``pause_ms`` or an agreed sentence
+    end (clear breaks: final at once). Once an agreed word ended by ``before_ms`` (older than ``max_delay``), the agreed
     words that ended by ``before_ms + group_ms`` are settled with it whatever follows them:
     a group of words a little early, rather than a word at a time (each final is a stretch
     of audio long enough to tell its speaker). A punctuation mark right after the last
@@ -122,6 +123,11 @@ def settled_count(
     for point, gap, cut in cut_points(words, agreed):
         if gap >= pause_ms:
             count, settled_ms = point, cut
+    for i, word in enumerate(words[:agreed]):
+        if i >= count and word.text in _SENTENCE_ENDS:
+            # A sentence end two decodes agree on: a turn often ends there without a pause
+            # the VAD could hear (the next speaker starts at once, or talks over the end).
+            count, settled_ms = i + 1, (word.start_ms + word.end_ms) / 2
     due = any(not w.is_punctuation and w.end_ms <= before_ms for w in words[count:agreed])
     for i, word in enumerate(words[:agreed]):
         if due and i >= count and not word.is_punctuation and word.end_ms <= before_ms + group_ms:
