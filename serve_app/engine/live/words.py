@@ -110,8 +110,9 @@ def settled_count(
     """How many leading words to make final now, and the stream time they are final up to.
 
     Agreed words are settled up to a pause of at least ``pause_ms`` or an agreed sentence
-    end (clear breaks: final at once). Once an agreed word ended by ``before_ms`` (older than ``max_delay``), the agreed
-    words that ended by ``before_ms + group_ms`` are settled with it whatever follows them:
+    end (clear breaks: final at once). Once an agreed word ended by ``before_ms`` (older
+    than ``max_delay``), the agreed words that ended by ``before_ms + group_ms`` are settled
+    with it whatever follows them:
     a group of words a little early, rather than a word at a time (each final is a stretch
     of audio long enough to tell its speaker). A punctuation mark right after the last
     settled word goes with it.
