@@ -8,14 +8,14 @@ streams on GPUs — the ASR deployment batches concurrent requests with ``@serve
   has arrived and the previous decode is back (decodes of one session never overlap, so a
   slow model lowers the partial rate instead of queueing). The words not final yet are a
   ``TranscriptPartial``.
-- Words that two decodes in a row agree on are settled early (``WordsFinal``) when a clear
-  pause follows them, or once they end more than ``max_delay`` before the newest audio. The
-  decodes still start at the utterance's start (Whisper hears whole phrases), until the
-  window passes ``max_window_ms``: then it starts at the last settled pause instead, so a
-  decode's cost stays flat in long speech.
-- The VAD's early pause hint starts the utterance's final decode (word times, speakers) at
-  once; if speech does not resume, that result is the final when the VAD confirms the end,
-  so the final costs the confirmation wait, not a decode after it.
+- Words that two decodes in a row agree on are settled early (``WordsFinal``) up to a clear
+  pause or a sentence end, and once they end more than ``max_delay`` before the newest audio
+  (in groups of about a second). Decodes start at the utterance's start (Whisper hears whole
+  phrases) until the window passes ``max_window_ms`` or Whisper stops early on a window with
+  two voices; then at a settled point (``window.py``), so a decode's cost stays flat.
+- The VAD's early pause hint starts the final decode of the words so far, or takes a draft
+  that already heard them all; if speech stays paused they are final as soon as it is back,
+  without waiting for the VAD to confirm the end (``pauses.py``).
 - Audio that arrives faster than real time (a file) simply closes utterances faster than
   they are decoded: closed utterances are finalised in order before any new partial.
 """
@@ -41,27 +41,16 @@ from serve_app.engine.events import (
 )
 from serve_app.engine.input_buffer import InputBuffer
 from serve_app.engine.live.models import ASR_RATE, LiveModels
+from serve_app.engine.live.pauses import TAIL_PAD_MS, PauseFinals
 from serve_app.engine.live.settings import LivePolicy, LiveSettings, Utterance
 from serve_app.engine.live.speakers import SpeakerLabeller
+from serve_app.engine.live.window import GROUP_MS, slide_window, speaker_start, stopped_early
 from serve_app.engine.live.words import agreed_prefix, settled_count, text_of, timed_words, unsettled_words
 
 logger = logging.getLogger("voxray")
 
-_TAIL_PAD_MS = 150  # audio kept after the VAD's speech end: Silero marks the end a little early
-# Speech this long after a decode's last word means Whisper stopped early (see _stopped_early).
-_EARLY_STOP_MS = 1500.0
-# A window moved up to a settled point starts this much before it: a settled point inside a
-# word (Whisper's word times are approximate) would otherwise cut the next word's start. The
-# words already final in that margin are dropped again (unsettled_words).
-_CONTEXT_MS = 300.0
-# Words settled by max_delay go out in groups of up to this much more speech (settled_count).
-_GROUP_MS = 1000.0
-# A stretch of final words shorter than this is embedded with the speech before it in its
-# utterance: too short a stretch says little about who is speaking.
-_MIN_SPEAKER_AUDIO_MS = 1600.0
 
-
-class LiveTranscription:
+class LiveTranscription(PauseFinals):
     """One live transcription session.
 
     Args:
@@ -153,12 +142,12 @@ class LiveTranscription:
                 if not self._closed:
                     # Only in step with real time: with a backlog (a file sent fast) it would
                     # only pile up decodes that the backlog's finals must wait behind.
-                    self._speculate(self._open, event.speech_end_ms + _TAIL_PAD_MS)
+                    self._speculate(self._open, event.speech_end_ms + TAIL_PAD_MS)
             elif isinstance(event, SpeechResumed) and self._open is not None:
                 self._open.paused = False
                 self._resumed(self._open, event.audio_ms)
             elif isinstance(event, SpeechStopped) and self._open is not None:
-                await self._close_open(event.speech_end_ms + _TAIL_PAD_MS, forced=False)
+                await self._close_open(event.speech_end_ms + TAIL_PAD_MS, forced=False)
         if self._open is None and not self._closed:
             self._audio.keep_last(self._policy.prefix_padding_ms + 500)
         self._kick()
@@ -208,52 +197,6 @@ class LiveTranscription:
         self._closed.append(utterance)
         await self._emit(ev.SpeechStopped(utterance.item_id, round(utterance.end_ms)))
 
-    def _resumed(self, utterance: Utterance, resume_ms: float) -> None:
-        """Speech came back: the speculative final missed the rest of the utterance.
-
-        After a clear pause (``settle_pause_ms``) its words are still final: they are a whole
-        phrase, decoded with the silence after it.
-        """
-        speculation, utterance.speculation = utterance.speculation, None
-        pause = resume_ms - utterance.speech_end_ms
-        if (
-            speculation is not None
-            and utterance.pause_final is None
-            and pause >= self._policy.settle_pause_ms
-        ):
-            utterance.pause_final = (speculation, utterance.speech_end_ms + pause / 2)
-
-    def _speculate(self, utterance: Utterance, end_ms: float) -> None:
-        """Start the final decode early, at the VAD's pause hint.
-
-        When a draft already heard all the speech (it decodes audio past the VAD's speech
-        end, now or before), its words are the final decode: the same model on the same audio,
-        so only the speakers are left to find, and no second decode waits behind the first.
-        """
-        end_ms = min(end_ms, self._audio.end_ms)
-        utterance.speculation_end_ms = end_ms
-        heard_all = end_ms - _TAIL_PAD_MS
-        if utterance.inflight is not None and utterance.inflight_head_ms >= heard_all:
-            work = self._inflight_words(utterance, utterance.inflight, end_ms)
-        elif utterance.draft and utterance.draft_head_ms >= heard_all:
-            work = self._drafted_words(utterance, list(utterance.draft), end_ms)
-        else:
-            work = self._final_words(utterance, end_ms)
-        task = asyncio.create_task(work)
-        utterance.speculation = task
-        task.add_done_callback(lambda _: self._speculation_done(utterance, task))
-
-    def _speculation_done(self, utterance: Utterance, task: asyncio.Task[list[TimedWord] | None]) -> None:
-        """The early final decode is back and speech has not resumed: its words are final now.
-
-        By then the pause has lasted ``pause_ms`` plus a decode, a clear break; not waiting for
-        the VAD to confirm the end of the utterance is what makes finals fast.
-        """
-        if utterance is self._open and utterance.speculation is task and utterance.pause_final is None:
-            utterance.speculation = None
-            utterance.pause_final = (task, utterance.speculation_end_ms)
-            self._kick()
-
     # -- the worker ------------------------------------------------------------------------
 
     def _kick(self) -> None:
@@ -301,7 +244,7 @@ class LiveTranscription:
         self._audio.drop_until(keep)
 
     async def _draft(self, utterance: Utterance) -> None:
-        self._slide_window(utterance)
+        slide_window(utterance, self._audio.end_ms - self._policy.max_window_ms)
         start, head = utterance.window_ms, self._audio.end_ms
         # A pause hint during this decode may take its words as the final (see _speculate).
         heard: asyncio.Future[list[TimedWord] | None] = asyncio.get_running_loop().create_future()
@@ -318,13 +261,13 @@ class LiveTranscription:
             utterance.draft_head_ms = head  # a dropped draft: keep showing the last one
             return
         placed = timed_words(transcript, start, head - start)
-        if self._stopped_early(utterance, placed, head):
+        if stopped_early(utterance, placed, head):
             return  # decoded again from the last settled point, at once
         words = unsettled_words(placed, utterance)
         agreed = agreed_prefix(utterance.draft, words)
         utterance.draft, utterance.draft_head_ms = words, head
         settle, cut_ms = settled_count(
-            words, agreed, head - self.settings.max_delay_ms, self._policy.settle_pause_ms, _GROUP_MS
+            words, agreed, head - self.settings.max_delay_ms, self._policy.settle_pause_ms, GROUP_MS
         )
         if settle:
             await self._publish_final(utterance, words[:settle], utterance.settled_ms, cut_ms)
@@ -344,74 +287,12 @@ class LiveTranscription:
                 )
             )
 
-    async def _settle_pause(self, utterance: Utterance) -> None:
-        """Publish the words of a speculative final decoded over a pause (``pause_final``)."""
-        assert utterance.pause_final is not None
-        task, cut_ms = utterance.pause_final
-        words: list[TimedWord] | None = None
-        with contextlib.suppress(asyncio.CancelledError):
-            words = await task
-        utterance.pause_final = None
-        if cut_ms <= utterance.settled_ms:
-            return
-        words = [
-            w
-            for w in words or []
-            if w.end_ms <= cut_ms and (w.start_ms + w.end_ms) / 2 > utterance.settled_ms
-        ]
-        if words:
-            await self._publish_final(utterance, words, utterance.settled_ms, cut_ms)
-        utterance.settled_ms = cut_ms
-        utterance.cuts.append(cut_ms)
-        utterance.draft = []
-
-    def _stopped_early(self, utterance: Utterance, words: list[TimedWord], end_ms: float) -> bool:
-        """Whether Whisper ended its transcript well before the audio; if so, move the window.
-
-        On a window that holds two voices Whisper now and then stops after the first
-        speaker's sentence. The words it gave are right, so the window moves up to the last
-        settled point (the settled words are final already) and is decoded again.
-        """
-        last_end = max((w.end_ms for w in words), default=utterance.window_ms)
-        later = [cut for cut in utterance.cuts if cut - _CONTEXT_MS > utterance.window_ms]
-        if end_ms - last_end < _EARLY_STOP_MS or not later:
-            return False
-        utterance.window_ms = later[-1] - _CONTEXT_MS
-        utterance.draft_head_ms = 0.0  # due again at once
-        return True
-
-    def _slide_window(self, utterance: Utterance) -> None:
-        """Start decodes later when the window grew past ``max_window_ms``: at a settled point."""
-        limit = self._audio.end_ms - self._policy.max_window_ms
-        if utterance.window_ms >= limit:
-            return
-        later = [cut - _CONTEXT_MS for cut in utterance.cuts if cut - _CONTEXT_MS > utterance.window_ms]
-        if later:
-            # The latest settled point that brings the window under the limit, else the last one.
-            fitting = [start for start in later if start >= limit]
-            utterance.window_ms = fitting[0] if fitting else later[-1]
-
-    async def _inflight_words(
-        self, utterance: Utterance, heard: asyncio.Future[list[TimedWord] | None], end_ms: float
-    ) -> list[TimedWord] | None:
-        """The words of the draft being decoded now, as final words; a decode if it fails."""
-        words = await heard
-        if words is None:
-            return await self._final_words(utterance, end_ms)
-        return await self._label(words, utterance.settled_ms, end_ms, utterance)
-
-    async def _drafted_words(
-        self, utterance: Utterance, words: list[TimedWord], end_ms: float
-    ) -> list[TimedWord] | None:
-        """A draft's words as final words: with speakers when diarization is on."""
-        return await self._label(words, utterance.settled_ms, end_ms, utterance)
-
     async def _final_words(self, utterance: Utterance, end_ms: float) -> list[TimedWord] | None:
-        self._slide_window(utterance)
+        slide_window(utterance, self._audio.end_ms - self._policy.max_window_ms)
         start, settled = utterance.window_ms, utterance.settled_ms
         # Who spoke is worked out beside what was said: the Speaker deployment embeds while ASR decodes.
         embedding = (
-            asyncio.create_task(self._models.embed(self._speaker_start(utterance, settled, end_ms), end_ms))
+            asyncio.create_task(self._models.embed(speaker_start(utterance, settled, end_ms), end_ms))
             if self.settings.diarization
             else None
         )
@@ -422,12 +303,12 @@ class LiveTranscription:
         if transcript is None:
             return None
         placed = timed_words(transcript, start, end_ms - start)
-        if self._stopped_early(utterance, placed, end_ms - _TAIL_PAD_MS):
+        if stopped_early(utterance, placed, end_ms - TAIL_PAD_MS):
             return await self._final_words(utterance, end_ms)
         words = unsettled_words(placed, utterance)
         if not self.settings.diarization:
             return words
-        return self._models.apply(words, embeddings, self._speaker_start(utterance, settled, end_ms))
+        return self._models.apply(words, embeddings, speaker_start(utterance, settled, end_ms))
 
     async def _finalise(self, utterance: Utterance) -> None:
         assert utterance.end_ms is not None
@@ -467,12 +348,8 @@ class LiveTranscription:
         if not self.settings.diarization:
             return words
         if utterance is not None:
-            start_ms = self._speaker_start(utterance, start_ms, end_ms)
+            start_ms = speaker_start(utterance, start_ms, end_ms)
         return await self._models.label(words, start_ms, end_ms)
-
-    def _speaker_start(self, utterance: Utterance, start_ms: float, end_ms: float) -> float:
-        """Where the audio embedded for the words between two stream times starts."""
-        return max(utterance.start_ms, min(start_ms, end_ms - _MIN_SPEAKER_AUDIO_MS))
 
     def speakers(self) -> list[dict[str, float | int]]:
         """The speakers heard so far (``GetSpeakers``): label, windows, seconds of speech."""
