@@ -248,7 +248,7 @@ def serve_instance(ray_metrics_port: int) -> Iterator[str]:
     # address="local": a new cluster even if this machine runs another one (`ray start`).
     ray.init(
         address="local",
-        num_cpus=8,
+        num_cpus=16,
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,

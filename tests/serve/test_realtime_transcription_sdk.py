@@ -7,12 +7,13 @@ event with its own models, so a field of the wrong shape fails here.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from openai import AsyncOpenAI
 
-from tests.conftest import deploy_app
+from tests.conftest import deployed_app
 
 APP = "transcribeapp"
 ARGS: dict[str, Any] = {
@@ -25,9 +26,9 @@ ARGS: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def base_url(serve_instance: str) -> str:
-    prefix = deploy_app(APP, ARGS)
-    return f"{serve_instance}{prefix}/v1"
+def base_url(serve_instance: str) -> Iterator[str]:
+    with deployed_app(APP, ARGS) as prefix:
+        yield f"{serve_instance}{prefix}/v1"
 
 
 async def test_the_openai_sdk_transcribes_with_speakers_and_no_replies(
