@@ -19,6 +19,39 @@ Emit = Callable[[dict[str, Any]], Awaitable[None]]
 EndSoon = Callable[[float], None]
 
 
+# Why voxray closed a connection (CloseConnection.error_code) → the Speechmatics error type;
+# the server's own failures take each protocol's word for them (see close_error_type).
+_CLOSE_TYPES = {
+    "idle_timeout": "idle_timeout",
+    "session_expired": "session_timeout",
+    "missing_api_key": "not_authorised",
+    "invalid_api_key": "not_authorised",
+    "api_key_revoked": "not_authorised",
+    "invalid_client_secret": "not_authorised",
+    "client_secret_expired": "not_authorised",
+    "client_secret_used": "not_authorised",
+    "origin_not_allowed": "not_allowed",
+    "loopback_only": "not_allowed",
+    "session_limit_reached": "quota_exceeded",
+    "too_many_invalid_events": "protocol_error",
+    "client_not_reading": "protocol_error",
+}
+_SERVER_SIDE = frozenset({"server_shutting_down", "access_check_unavailable"})
+
+
+def close_error_type(error_code: str, server_error: str) -> Any:
+    """The error type that tells a Speechmatics client why voxray closed its connection.
+
+    Args:
+        error_code: ``CloseConnection.error_code``.
+        server_error: This protocol's type for a failure on the server's side (Flow:
+            ``internal_error``; RT: ``job_error``).
+    """
+    if error_code in _SERVER_SIDE:
+        return server_error
+    return _CLOSE_TYPES.get(error_code, "unknown_error")
+
+
 class SpeechmaticsProtocolError(Exception):
     """A client message voxray cannot accept: the session ends with an ``Error``.
 

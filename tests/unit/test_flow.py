@@ -19,8 +19,8 @@ from deployments.backends.fake import FakeASR, FakeLLM
 from serve_app.config import FlowTemplate
 from serve_app.engine.audio.vad import SileroVAD
 from serve_app.protocols.flow import messages as fm
-from serve_app.protocols.flow.adapter import _CLOSE_TYPES
 from serve_app.protocols.flow.audio import FRAME_UNIT, FrameWriter, decode_audio
+from serve_app.protocols.speechmatics_session import close_error_type
 from tests.protocol_drivers import FlowDriver, Models
 
 
@@ -229,11 +229,12 @@ def test_transcript_results_split_words_and_punctuation() -> None:
     assert message["results"][-1]["is_eos"] is True
 
 
-def test_every_server_close_has_a_flow_error_type() -> None:
-    """Each close code voxray's server sends maps to a Flow error type other than unknown_error."""
+def test_every_server_close_has_a_speechmatics_error_type() -> None:
+    """Each close code voxray's server sends maps to a Flow/RT error type other than unknown_error."""
     root = Path(__file__).resolve().parents[2] / "serve_app"
     source = "\n".join(path.read_text() for path in root.rglob("*.py"))
     codes = set(re.findall(r'refusal\(\s*"(\w+)"', source))
     codes |= set(re.findall(r'CloseConnection\(\s*\w+,\s*"(\w+)"', source))
     assert len(codes) >= 10
-    assert codes <= set(_CLOSE_TYPES), codes - set(_CLOSE_TYPES)
+    unknown = {code for code in codes if close_error_type(code, "internal_error") == "unknown_error"}
+    assert not unknown, unknown

@@ -32,7 +32,7 @@ from serve_app.observability.recorder import SessionRecorder
 from serve_app.protocols.flow import messages as fm
 from serve_app.protocols.flow.audio import OUTPUT_RATE, decode_audio
 from serve_app.protocols.flow.speech import SpokenPhrases
-from serve_app.protocols.speechmatics_session import SpeechmaticsSession
+from serve_app.protocols.speechmatics_session import SpeechmaticsSession, close_error_type
 from serve_app.server.limits import CloseConnection
 
 logger = logging.getLogger("voxray")
@@ -42,29 +42,10 @@ SendBytes = Callable[[bytes], Awaitable[None]]
 EndSoon = Callable[[float], None]
 PROTOCOL = "flow"
 
-# Why voxray closed a connection (CloseConnection.error_code) → the Flow error type.
-_CLOSE_TYPES: dict[str, fm.ErrorType] = {
-    "idle_timeout": "idle_timeout",
-    "session_expired": "session_timeout",
-    "missing_api_key": "not_authorised",
-    "invalid_api_key": "not_authorised",
-    "api_key_revoked": "not_authorised",
-    "invalid_client_secret": "not_authorised",
-    "client_secret_expired": "not_authorised",
-    "client_secret_used": "not_authorised",
-    "origin_not_allowed": "not_allowed",
-    "loopback_only": "not_allowed",
-    "session_limit_reached": "quota_exceeded",
-    "too_many_invalid_events": "protocol_error",
-    "client_not_reading": "protocol_error",
-    "server_shutting_down": "internal_error",
-    "access_check_unavailable": "internal_error",
-}
-
 
 def flow_refusal(close: CloseConnection) -> list[dict[str, Any]]:
     """The ``Error`` (then ``ConversationEnded``) that explains a close to a Flow client."""
-    error_type = _CLOSE_TYPES.get(close.error_code, "unknown_error")
+    error_type = close_error_type(close.error_code, "internal_error")
     return [fm.error(error_type, f"{close.message} ({close.error_code})"), fm.conversation_ended()]
 
 

@@ -31,7 +31,7 @@ from serve_app.engine.live.settings import LiveSettings
 from serve_app.engine.live.speakers import SpeakerLabeller
 from serve_app.engine.model_clients import ModelClients
 from serve_app.protocols.speechmatics_rt import messages as rm
-from serve_app.protocols.speechmatics_session import SpeechmaticsSession
+from serve_app.protocols.speechmatics_session import SpeechmaticsSession, close_error_type
 from serve_app.server.limits import CloseConnection
 
 logger = logging.getLogger("voxray")
@@ -42,30 +42,11 @@ PROTOCOL = "speechmatics_rt"
 FILE_RATE = 16_000  # compressed files are decoded straight to the ASR rate
 _FEED_BYTES = 16_000 * 2 // 10  # decoded files go to the engine in 100 ms pieces
 
-# Why voxray closed a connection (CloseConnection.error_code) → the RT error type.
-_CLOSE_TYPES: dict[str, rm.ErrorType] = {
-    "idle_timeout": "idle_timeout",
-    "session_expired": "session_timeout",
-    "missing_api_key": "not_authorised",
-    "invalid_api_key": "not_authorised",
-    "api_key_revoked": "not_authorised",
-    "invalid_client_secret": "not_authorised",
-    "client_secret_expired": "not_authorised",
-    "client_secret_used": "not_authorised",
-    "origin_not_allowed": "not_allowed",
-    "loopback_only": "not_allowed",
-    "session_limit_reached": "quota_exceeded",
-    "too_many_invalid_events": "protocol_error",
-    "client_not_reading": "protocol_error",
-    "server_shutting_down": "job_error",
-    "access_check_unavailable": "job_error",
-}
-
 
 def rt_refusal(close: CloseConnection) -> list[dict[str, Any]]:
     """The ``Error`` that explains a close to an RT client."""
     return [
-        rm.error(_CLOSE_TYPES.get(close.error_code, "unknown_error"), f"{close.message} ({close.error_code})")
+        rm.error(close_error_type(close.error_code, "job_error"), f"{close.message} ({close.error_code})")
     ]
 
 
