@@ -15,8 +15,9 @@ from deployments.common import backend_stats, load_backend
 from deployments.types import SpeakerEmbeddings
 
 
-# A small model (a 1.4M-parameter LSTM on the CPU); the shipped configs give it its share.
-@serve.deployment(name="Speaker", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=8)
+# A small model (a 1.4M-parameter LSTM on the CPU). No logical CPU by default, so an app
+# without a `deployments` block still fits on 2 CPUs as before; the configs give it a share.
+@serve.deployment(name="Speaker", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=8)
 class SpeakerDeployment:
     """Wraps a ``SpeakerBackend`` chosen by config (``speaker.backend``)."""
 

@@ -121,6 +121,8 @@ class TranscriptionConfig(_Strict):
             speech does not resume, that decode is the final when ``silence_ms`` is reached.
         settle_pause_ms: A pause this long between words that two decodes agree on makes the
             words before it final at once, inside an utterance that goes on.
+        early_finals: Make agreed words final inside an utterance that goes on (at a pause, a
+            sentence end or ``max_delay``); off, finals come at the end of each utterance only.
         max_window_ms: Longest audio one decode covers; a longer utterance is decoded from its
             last settled pause on (keeps each decode's cost flat in long speech).
         prefix_padding_ms: Audio before the VAD's speech onset included in an utterance.
@@ -134,6 +136,7 @@ class TranscriptionConfig(_Strict):
     silence_ms: int = Field(default=400, ge=100, le=MAX_SILENCE_DURATION_MS)
     pause_ms: int = Field(default=150, ge=0, le=5000)
     settle_pause_ms: float = Field(default=250.0, ge=0.0, le=5000.0)
+    early_finals: bool = True
     max_window_ms: float = Field(default=10_000.0, ge=2000.0, le=28_000.0)
     prefix_padding_ms: int = Field(default=200, ge=0, le=MAX_PREFIX_PADDING_MS)
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -150,6 +153,7 @@ class TranscriptionConfig(_Strict):
             prefix_padding_ms=self.prefix_padding_ms,
             threshold=self.threshold,
             settle_pause_ms=self.settle_pause_ms,
+            early_finals=self.early_finals,
             max_window_ms=self.max_window_ms,
         )
 

@@ -29,6 +29,9 @@ APP = "smrtapp"
 SCRIPTED = "What is the capital of France?"
 ARGS: dict[str, Any] = {
     "asr": {"backend": "fake", "options": {"transcripts": [SCRIPTED]}},
+    # The fake says its whole sentence for any window of audio, so words made final early (at a
+    # sentence end it says) would come again from the next window: finals at utterance ends only.
+    "transcription": {"early_finals": False},
     "llm": {"backend": "fake"},
     "tts": {"backend": "fake"},
     "speaker": None,  # words are labelled UU, after a Warning

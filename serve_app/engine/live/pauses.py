@@ -41,6 +41,7 @@ class PauseFinals:
         pause = resume_ms - utterance.speech_end_ms
         if (
             speculation is not None
+            and self._policy.early_finals
             and utterance.pause_final is None
             and pause >= self._policy.settle_pause_ms
         ):
@@ -72,7 +73,12 @@ class PauseFinals:
         By then the pause has lasted ``pause_ms`` plus a decode, a clear break; not waiting for
         the VAD to confirm the end of the utterance is what makes finals fast.
         """
-        if utterance is self._open and utterance.speculation is task and utterance.pause_final is None:
+        if (
+            self._policy.early_finals
+            and utterance is self._open
+            and utterance.speculation is task
+            and utterance.pause_final is None
+        ):
             utterance.speculation = None
             utterance.pause_final = (task, utterance.speculation_end_ms)
             self._kick()

@@ -269,7 +269,7 @@ class LiveTranscription(PauseFinals):
         settle, cut_ms = settled_count(
             words, agreed, head - self.settings.max_delay_ms, self._policy.settle_pause_ms, GROUP_MS
         )
-        if settle:
+        if settle and self._policy.early_finals:
             await self._publish_final(utterance, words[:settle], utterance.settled_ms, cut_ms)
             utterance.settled_ms = cut_ms
             utterance.cuts.append(cut_ms)

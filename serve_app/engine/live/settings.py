@@ -44,6 +44,7 @@ class LivePolicy:
     silence_ms: int = 400
     pause_ms: int = 150
     settle_pause_ms: float = 250.0
+    early_finals: bool = True
     max_window_ms: float = 10_000.0
     prefix_padding_ms: int = 200
     threshold: float = 0.5
