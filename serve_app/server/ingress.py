@@ -41,6 +41,7 @@ from serve_app.server.admission import (
     check_exposure,
     serve_http_host,
 )
+from serve_app.server.chat_completions import chat_completion_response, models_response
 from serve_app.server.client_secrets import client_secret_response
 from serve_app.server.connection import Connection, WireSession
 from serve_app.server.drain import replica_drain, server_restarting
@@ -157,6 +158,18 @@ class Ingress:
     async def client_secrets(self, request: Request) -> JSONResponse:
         """Mint a short-lived, single-use client secret for a browser (OpenAI's GA endpoint)."""
         return await client_secret_response(request, self._admission, self._registry, self._config)
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> Response:
+        """OpenAI's Chat Completions on the LLM deployment (streamed as server-sent events if asked)."""
+        return await chat_completion_response(
+            request, self._config, self._models.llm, self._admission, self._draining()
+        )
+
+    @api.get("/v1/models")
+    async def models(self, request: Request) -> JSONResponse:
+        """OpenAI's model list: the one LLM model these chat completions are served by."""
+        return models_response(request, self._config, self._admission, self._draining())
 
     @api.websocket("/v1/realtime")
     async def realtime(self, websocket: WebSocket) -> None:
