@@ -70,9 +70,16 @@ class Admission:
         Raises:
             CloseConnection: ``missing_api_key``, ``invalid_api_key`` or ``loopback_only``.
         """
+        return self.check_key(connection.client.host if connection.client else None, token)
+
+    def check_key(self, client_host: str | None, token: str | None) -> str | None:
+        """:meth:`check_api_key` for any transport: ``client_host`` is the peer's address.
+
+        Raises:
+            CloseConnection: ``missing_api_key``, ``invalid_api_key`` or ``loopback_only``.
+        """
         if not self._keys.configured:
-            client = connection.client.host if connection.client else None
-            if not self._auth.allow_unauthenticated and not is_loopback(client):
+            if not self._auth.allow_unauthenticated and not is_loopback(client_host):
                 raise refusal(
                     "loopback_only",
                     "This voxray server has no API keys configured and serves only its own machine.",

@@ -18,7 +18,8 @@ import json
 import logging
 import time
 from collections import deque
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
 
 from starlette.websockets import WebSocket, WebSocketState
 
@@ -33,6 +34,8 @@ CLOSE_S = 30.0  # outer bound on a close; the WebSocket library itself aborts af
 
 Outbound = str | bytes
 """One WebSocket message: text (JSON) or binary."""
+
+Item = TypeVar("Item")
 
 
 class WireSession(Protocol):
@@ -63,7 +66,7 @@ class WireSession(Protocol):
         ...
 
 
-class OutboundQueue:
+class OutboundQueue(Generic[Item]):
     """Serialized messages waiting for one client, bounded by their total size.
 
     ``put`` waits while the queue is over ``max_bytes`` (one event larger than the bound
@@ -71,11 +74,14 @@ class OutboundQueue:
 
     Args:
         max_bytes: Bound on the queued events' total length.
+        size: An item's size in bytes: ``len`` for WebSocket messages; a gRPC stream's
+            protobuf messages pass their encoded size.
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, size: Callable[[Item], int] = len) -> None:  # type: ignore[assignment]
         self._max_bytes = max_bytes
-        self._items: deque[Outbound] = deque()
+        self._size = size
+        self._items: deque[Item] = deque()
         self._bytes = 0
         self._ready = asyncio.Event()  # set when items wait
         self._room = asyncio.Event()  # set when a put may fit
@@ -87,9 +93,9 @@ class OutboundQueue:
         """Total length of the events waiting."""
         return self._bytes
 
-    async def put(self, text: Outbound) -> None:
+    async def put(self, text: Item) -> None:
         """Queue one event, waiting for room first."""
-        while not self._fits(len(text)):
+        while not self._fits(self._size(text)):
             self._room.clear()
             await self._room.wait()
         self._append(text)
@@ -97,24 +103,24 @@ class OutboundQueue:
     def _fits(self, size: int) -> bool:
         return not self._items or self._bytes + size <= self._max_bytes
 
-    def put_now(self, text: Outbound) -> None:
+    def put_now(self, text: Item) -> None:
         """Queue one event without waiting (the last word before a close; may exceed the bound)."""
         self._append(text)
 
-    def _append(self, text: Outbound) -> None:
+    def _append(self, text: Item) -> None:
         if not self._items and not self._in_flight:
             self._last_progress = time.monotonic()  # idle time is not stalling
         self._items.append(text)
-        self._bytes += len(text)
+        self._bytes += self._size(text)
         self._ready.set()
 
-    async def get(self) -> Outbound:
+    async def get(self) -> Item:
         """Take the next event; call :meth:`sent` once it is on the wire."""
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
         text = self._items.popleft()
-        self._bytes -= len(text)
+        self._bytes -= self._size(text)
         self._in_flight = True
         self._room.set()
         return text
@@ -133,6 +139,50 @@ class OutboundQueue:
         return 0.0 if self.empty() else max(0.0, now - self._last_progress)
 
 
+def broken_limit(
+    limits: LimitsConfig,
+    outbound: OutboundQueue[Any],
+    now: float,
+    opened_at: float,
+    last_heard: float,
+    responding: bool,
+) -> CloseConnection | None:
+    """The limit a client's session breaks at ``now``, if any: not reading, too long, idle.
+
+    Shared by WebSocket connections and gRPC streams, so both end for the same reasons.
+
+    Args:
+        limits: The limits section of the app config.
+        outbound: The client's outbound queue.
+        now: ``time.monotonic()``.
+        opened_at: When the session opened.
+        last_heard: When the client last sent something.
+        responding: Whether a reply is in progress (a busy session is not idle).
+    """
+    if outbound.stalled_s(now) > limits.send_timeout_s:
+        return CloseConnection(
+            POLICY_VIOLATION,
+            "client_not_reading",
+            f"The client took no events for {limits.send_timeout_s:g} s; closing the connection.",
+            reason="client is not reading",
+        )
+    if now - opened_at > limits.max_session_s:
+        return CloseConnection(
+            POLICY_VIOLATION,
+            "session_expired",
+            f"Your session hit the maximum duration of {limits.max_session_s:g} seconds.",
+            reason="maximum session duration reached",
+        )
+    if not responding and outbound.empty() and now - last_heard > limits.idle_timeout_s:
+        return CloseConnection(
+            POLICY_VIOLATION,
+            "idle_timeout",
+            f"No client events for {limits.idle_timeout_s:g} s; closing the idle session.",
+            reason="idle timeout",
+        )
+    return None
+
+
 class Connection:
     """Runs one protocol session over one accepted WebSocket until either side ends it.
 
@@ -149,7 +199,7 @@ class Connection:
         self.last_heard = self.opened_at
         self.session: WireSession | None = None
         self._limits = limits
-        self._outbound = OutboundQueue(limits.max_outbound_bytes)
+        self._outbound: OutboundQueue[Outbound] = OutboundQueue(limits.max_outbound_bytes)
         self._ending: CloseConnection | None = None
         self._ended = asyncio.Event()
 
@@ -183,30 +233,8 @@ class Connection:
 
     def check(self, now: float) -> CloseConnection | None:
         """The limit this connection breaks at ``now``, if any (idle, too long, not reading)."""
-        limits = self._limits
-        if self._outbound.stalled_s(now) > limits.send_timeout_s:
-            return CloseConnection(
-                POLICY_VIOLATION,
-                "client_not_reading",
-                f"The client took no events for {limits.send_timeout_s:g} s; closing the connection.",
-                reason="client is not reading",
-            )
-        if now - self.opened_at > limits.max_session_s:
-            return CloseConnection(
-                POLICY_VIOLATION,
-                "session_expired",
-                f"Your session hit the maximum duration of {limits.max_session_s:g} seconds.",
-                reason="maximum session duration reached",
-            )
-        busy = (self.session is not None and self.session.responding) or not self._outbound.empty()
-        if not busy and now - self.last_heard > limits.idle_timeout_s:
-            return CloseConnection(
-                POLICY_VIOLATION,
-                "idle_timeout",
-                f"No client events for {limits.idle_timeout_s:g} s; closing the idle session.",
-                reason="idle timeout",
-            )
-        return None
+        responding = self.session is not None and self.session.responding
+        return broken_limit(self._limits, self._outbound, now, self.opened_at, self.last_heard, responding)
 
     async def run(self, session: WireSession, preset: dict[str, Any] | None = None) -> None:
         """Serve ``session`` until the client leaves, a limit ends it, or :meth:`end` is called.

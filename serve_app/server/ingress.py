@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
@@ -30,17 +30,13 @@ from serve_app.engine.audio.vad_batch import VADBatcher
 from serve_app.engine.model_clients import HandleASR, HandleLLM, HandleSpeaker, HandleTTS, ModelClients
 from serve_app.observability import metrics
 from serve_app.protocols.flow.adapter import FlowSession, flow_refusal
+from serve_app.protocols.grpc_api.servicer import GrpcServicer
 from serve_app.protocols.realtime.adapter import RealtimeSession, realtime_refusal
 from serve_app.protocols.realtime.transcription import TranscriptionSession
 from serve_app.protocols.speechmatics_rt.adapter import RTSession, rt_refusal
 from serve_app.server.access import APIKeys, handshake_credentials
 from serve_app.server.access_registry import LEASE_RENEW_S
-from serve_app.server.admission import (
-    Admission,
-    Admitted,
-    check_exposure,
-    serve_http_host,
-)
+from serve_app.server.admission import Admission, check_exposure, serve_http_host
 from serve_app.server.chat_completions import chat_completion_response, models_response
 from serve_app.server.client_secrets import client_secret_response
 from serve_app.server.connection import Connection, WireSession
@@ -55,6 +51,10 @@ PROTOCOLS = (
     "realtime",
     "flow",
     "speechmatics_rt",
+    "riva_asr",
+    "riva_tts",
+    "voice_gateway",
+    "voxray_voice",
 )  # the wire protocols served, the sessions gauge's label values
 
 api = FastAPI(title="voxray", description="Voice-to-voice AI over the OpenAI Realtime API")
@@ -75,8 +75,11 @@ def access_unavailable() -> CloseConnection:
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=1000)
 @serve.ingress(api)
-class Ingress:
-    """Admits Realtime WebSockets and runs one Session per connection."""
+class Ingress(GrpcServicer):
+    """Admits WebSockets and gRPC streams and runs one protocol session for each.
+
+    The gRPC methods (Riva, VoiceGateway, health) come from ``GrpcServicer``.
+    """
 
     def __init__(
         self, config: dict[str, Any], asr: Any, llm: Any, tts: Any, registry: Any, speaker: Any = None
@@ -252,9 +255,7 @@ class Ingress:
             if self._draining():
                 raise server_restarting()  # routed here just before the router saw the drain
             admitted = await self._admission.admit(websocket, credentials)
-            self._check_capacity()
-            if not await self._take_key_slot(session.id, admitted):
-                raise self._key_limit_refusal()
+            await self._reserve(session.id, admitted.key_id)
         except CloseConnection as refused:
             await self._refuse(websocket, refused, session.protocol, refusal)
             return
@@ -263,25 +264,48 @@ class Ingress:
             await self._refuse(websocket, access_unavailable(), session.protocol, refusal)
             return
         connection.key_id = admitted.key_id
-        self._connections[session.id] = connection
+        async with self._holding(session.id, connection, session.protocol):
+            await connection.run(session, admitted.session_preset)
+
+    async def _reserve(self, session_id: str, key_id: str | None) -> None:
+        """Take a place for a new session: this replica's capacity, then its key's limit.
+
+        Raises:
+            CloseConnection: ``session_limit_reached`` (for the replica or the key).
+        """
+        self._check_capacity()
+        if not await self._take_key_slot(session_id, key_id):
+            raise self._key_limit_refusal()
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, session_id: str, connection: Any, protocol: str) -> AsyncIterator[None]:
+        """Count ``connection`` (a WebSocket's or a gRPC stream's) as live while the block runs.
+
+        Live sessions are swept (limits, revoked keys, drains), counted in metrics and
+        capacity, and release their key's slot when they end.
+        """
+        self._connections[session_id] = connection
         self._record_sessions()
-        metrics.count("voxray_sessions_opened", protocol=session.protocol)
-        live = len(self._connections)
+        metrics.count("voxray_sessions_opened", protocol=protocol)
         logger.info(
-            "%s session %s opened (%d live, key %s)", session.protocol, session.id, live, admitted.key_id
+            "%s session %s opened (%d live, key %s)",
+            protocol,
+            session_id,
+            len(self._connections),
+            connection.key_id,
         )
         try:
-            await connection.run(session, admitted.session_preset)
+            yield
         finally:
-            del self._connections[session.id]
+            del self._connections[session_id]
             self._record_sessions()
-            if admitted.key_id is not None and self._config.limits.max_sessions_per_key is not None:
+            if connection.key_id is not None and self._config.limits.max_sessions_per_key is not None:
                 with contextlib.suppress(Exception):
-                    await self._registry.release.remote(session.id)
+                    await self._registry.release.remote(session_id)
             closing = connection.closing
             logger.info(
                 "session %s closed (%d live)%s",
-                session.id,
+                session_id,
                 len(self._connections),
                 f": {closing.code} {closing.reason}" if closing else "",
             )
@@ -297,12 +321,12 @@ class Ingress:
                 error_type="server_error",
             )
 
-    async def _take_key_slot(self, session_id: str, admitted: Admitted) -> bool:
+    async def _take_key_slot(self, session_id: str, key_id: str | None) -> bool:
         limit = self._config.limits.max_sessions_per_key
-        if limit is None or admitted.key_id is None:
+        if limit is None or key_id is None:
             return True
         replica = serve.get_replica_context().replica_id.unique_id
-        return await self._registry.acquire.remote(admitted.key_id, session_id, replica, limit)
+        return await self._registry.acquire.remote(key_id, session_id, replica, limit)
 
     def _key_limit_refusal(self) -> CloseConnection:
         limit = self._config.limits.max_sessions_per_key

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from serve_app.protocols.grpc_api import SERVICER_FUNCTIONS
 from serve_app.server.serve_env import SERVE_ENVIRONMENT
 from tests.processes import descendants, marked_processes, stop_processes
 
@@ -148,6 +149,7 @@ class HAProxyServer:
         self.port = port
         self.log = log
         self.url = f"ws://127.0.0.1:{port}/v1/realtime"
+        self.grpc_target = ""  # host:port of Serve's gRPC ingress, set once it is configured
 
     def healthz(self) -> dict[str, Any]:
         """The Ingress's ``/healthz``."""
@@ -171,9 +173,11 @@ class HAProxyServer:
 def haproxy_server(args: dict[str, Any], workdir: Path, timeout_s: float = 300) -> Iterator[HAProxyServer]:
     """Run the voxray app with ``args`` behind HAProxy until the block ends."""
     port = free_port()
+    grpc_port = free_port()
     config = {
         "proxy_location": "EveryNode",
         "http_options": {"host": "127.0.0.1", "port": port},
+        "grpc_options": {"port": grpc_port, "grpc_servicer_functions": list(SERVICER_FUNCTIONS)},
         "applications": [
             {"name": "voxray", "route_prefix": "/", "import_path": "serve_app.app:build_app", "args": args}
         ],
@@ -194,6 +198,7 @@ def haproxy_server(args: dict[str, Any], workdir: Path, timeout_s: float = 300) 
             start_new_session=True,  # its own process group: stopped as a whole below
         )
     server = HAProxyServer(process, port, stats_port, log, marker)
+    server.grpc_target = f"127.0.0.1:{grpc_port}"
     try:
         deadline = time.monotonic() + timeout_s
         while True:

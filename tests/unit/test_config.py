@@ -30,6 +30,15 @@ def test_shipped_configs_are_valid_serve_configs(path: Path) -> None:
     }
 
 
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_serve_every_grpc_service_on_riva_port(path: Path) -> None:
+    from serve_app.protocols.grpc_api import DEFAULT_GRPC_PORT, SERVICER_FUNCTIONS
+
+    grpc_options = yaml.safe_load(path.read_text())["grpc_options"]
+    assert grpc_options["port"] == DEFAULT_GRPC_PORT
+    assert tuple(grpc_options["grpc_servicer_functions"]) == SERVICER_FUNCTIONS
+
+
 @pytest.mark.parametrize(
     ("args", "field"),
     [
