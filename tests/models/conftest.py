@@ -48,3 +48,25 @@ def llama_llm() -> Iterator[Any]:
     from deployments.backends.llamacpp_llm import LlamaCppLLM
 
     yield _warm(LlamaCppLLM(None, {"n_ctx": 1024}))
+
+
+@pytest.fixture(scope="session")
+def grpc_models_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The app of ``configs/local.yaml`` (the embedded models) behind HAProxy, gRPC included.
+
+    As ``scripts/run.sh`` serves it, in a cluster of its own: real gRPC clients (the NVIDIA
+    Riva library, the VoiceGateway contract) call it unmodified, with no ``application``
+    metadata, which only a single-app server routes. One for the whole run.
+    """
+    from pathlib import Path
+
+    import yaml
+
+    from tests.grpc_harness import wait_serving
+    from tests.serve.haproxy_server import haproxy_server
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "local.yaml"
+    args = yaml.safe_load(config.read_text())["applications"][0]["args"]
+    with haproxy_server(args, Path(tmp_path_factory.mktemp("grpc-models")), timeout_s=600) as running:
+        wait_serving(running.grpc_target, timeout_s=300)
+        yield running
