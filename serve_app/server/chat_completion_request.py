@@ -78,17 +78,21 @@ class Message(BaseModel):
     tool_call_id: str | None = None
     tool_calls: list[ToolCall] | None = None
 
-    @field_validator("content")
+    @field_validator("content", mode="before")
     @classmethod
-    def _text_parts_only(
-        cls, content: str | list[dict[str, Any]] | None
-    ) -> str | list[dict[str, Any]] | None:
-        if isinstance(content, list):
-            for part in content:
-                if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise ValueError(
-                        f"only text content parts are supported, not {str(part.get('type'))[:40]!r}"
-                    )
+    def _text_parts_only(cls, content: Any) -> Any:
+        # Before pydantic's own check, whose error for a bad list would be the `str` member's.
+        if content is None or isinstance(content, str):
+            return content
+        if not isinstance(content, list):
+            raise ValueError("content must be a string or a list of text parts")
+        for part in content:
+            if not isinstance(part, dict):
+                raise ValueError('content parts must be objects: {"type": "text", "text": "..."}')
+            if part.get("type") != "text":
+                raise ValueError(f"only text content parts are supported, not {str(part.get('type'))[:40]!r}")
+            if not isinstance(part.get("text"), str):
+                raise ValueError("a text content part needs a string `text`")
         return content
 
     @model_validator(mode="after")

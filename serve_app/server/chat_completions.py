@@ -20,7 +20,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Literal
 
 from starlette.requests import Request
@@ -93,7 +93,7 @@ class Generation:
         self.deltas = 0
         self.finish_reason: Literal["stop", "length"] = "stop"
 
-    async def pieces(self) -> AsyncIterator[str]:
+    async def pieces(self) -> AsyncGenerator[str, None]:
         """Stream the reply's text; leaving early (or a cancelled consumer) stops the LLM."""
         scanner = StopScanner(self._stops)
         called = time.perf_counter()
@@ -278,6 +278,9 @@ async def chat_completion_response(
         usage = generation.usage()
         return JSONResponse(completion_body(cid, created, model, text, generation.finish_reason, usage))
     include_usage = parsed.stream_options is not None and parsed.stream_options.include_usage
+    # Should the client leave before Starlette starts this body, `pieces` is never closed by
+    # it; dropping the unstarted body drops `pieces` too, and the event loop's async-generator
+    # finalizer then closes it (and with it the LLM stream).
     events = stream_events(generation, pieces, first, (cid, created, model), include_usage)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy may buffer the stream
     return StreamingResponse(events, media_type="text/event-stream", headers=headers)
@@ -285,11 +288,11 @@ async def chat_completion_response(
 
 async def stream_events(
     generation: Generation,
-    pieces: AsyncIterator[str],
+    pieces: AsyncGenerator[str, None],
     first: str | None,
     ident: tuple[str, int, str],
     include_usage: bool,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """The SSE body: a role chunk, content chunks, the finish chunk, usage if asked, ``[DONE]``.
 
     Args:
@@ -320,7 +323,7 @@ async def stream_events(
     finally:
         # Starlette cancels or closes this generator when the client disconnects; closing
         # `pieces` there is what stops the LLM replica's generation.
-        await pieces.aclose()  # type: ignore[attr-defined]
+        await pieces.aclose()
         metrics.count("voxray_turns", outcome=outcome, protocol=PROTOCOL)
     yield chunk({}, generation.finish_reason)
     if include_usage:
