@@ -10,10 +10,12 @@
 # (VOXRAY_REQUIRE_ENGINES). VOXRAY_SKIP_ENGINES=1 leaves them out.
 #
 # The real Speechmatics Flow CLI (scripts/setup-flow-client.sh, .venv-flow: about 15 s the first
-# time, then nothing) and the two real Speechmatics RT clients (scripts/setup-speechmatics-clients.sh,
-# .venv-sm-cli and .venv-sm-sdk) are always installed: the main suite runs them as subprocesses
-# (tests/flow_cli.py, tests/speechmatics_clients.py), and here VOXRAY_REQUIRE_ENGINES includes
-# "flow" and "speechmatics", so a missing client fails its tests; a plain `pytest` skips them.
+# time, then nothing), the two real Speechmatics RT clients (scripts/setup-speechmatics-clients.sh,
+# .venv-sm-cli and .venv-sm-sdk) and the real NVIDIA Riva clients (scripts/setup-riva-clients.sh,
+# .venv-riva and .venv-riva-old: about 30 s the first time) are always installed: the main suite
+# runs them as subprocesses (tests/flow_cli.py, tests/speechmatics_clients.py, tests/riva_clients.py),
+# and here VOXRAY_REQUIRE_ENGINES includes "flow", "speechmatics" and "riva", so a missing client
+# fails its tests; a plain `pytest` skips them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -22,7 +24,9 @@ bash scripts/setup-flow-client.sh \
   || echo "voxray setup: the speechmatics-flow CLI did not install; its tests will fail" >&2
 bash scripts/setup-speechmatics-clients.sh \
   || echo "voxray setup: the Speechmatics RT clients did not install; their tests will fail" >&2
-export VOXRAY_REQUIRE_ENGINES="${VOXRAY_REQUIRE_ENGINES:+$VOXRAY_REQUIRE_ENGINES,}flow,speechmatics"
+bash scripts/setup-riva-clients.sh \
+  || echo "voxray setup: the NVIDIA Riva clients did not install; their tests will fail" >&2
+export VOXRAY_REQUIRE_ENGINES="${VOXRAY_REQUIRE_ENGINES:+$VOXRAY_REQUIRE_ENGINES,}flow,speechmatics,riva"
 if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest -q -ra "$@"
 fi
