@@ -34,12 +34,22 @@ SECRET = "voxray-secrets"  # keys: api-keys, hf-token (kuberay/secrets.example.y
 REDIS_SECRET = "voxray-redis"  # key: password (kuberay/redis.yaml)
 REDIS_ADDRESS = "voxray-redis:6379"  # the Service in kuberay/redis.yaml, or a managed Redis
 Ports = tuple[tuple[str, int], ...]  # (name, containerPort)
-SERVE_PORTS: Ports = (("serve", 8000), ("metrics", 8080))
-HEAD_PORTS: Ports = (("gcs-server", 6379), ("dashboard", 8265), ("client", 10001), *SERVE_PORTS)
+HTTP_PORT = ("serve", 8000)  # Serve's HTTP port (HAProxy's, in HAProxy mode): KubeRay's name
+METRICS_PORT = ("metrics", 8080)
+HEAD_PORTS: Ports = (("gcs-server", 6379), ("dashboard", 8265), ("client", 10001))  # and serve_ports()
+# The gRPC port's name. KubeRay (1.6 and newer) builds the serve Service from the head
+# container's ports named "serve" or "serve-<anything>", and keeps a port of spec.serveService
+# only where its name matches one of those: a port named plain "grpc" would be left out.
+GRPC_PORT_NAME = "serve-grpc"
+# L7 load balancers (Gateway API implementations, cloud LBs) read a Service port's appProtocol
+# to pick the protocol they speak to the pods: gRPC is HTTP/2 without TLS, as HAProxy serves it.
+GRPC_APP_PROTOCOL = "kubernetes.io/h2c"
 # KubeRay's own worker readiness checks (raylet and Serve's proxy), which a probe of ours
-# replaces, so the probe below keeps them and adds voxray's /readyz.
+# replaces, so the probe below keeps them and adds voxray's gRPC health and /readyz.
 RAYLET_HEALTH = "http://localhost:52365/api/local_raylet_healthz"
 PROXY_HEALTH = "http://localhost:8000/-/healthz"
+GRPC_HEALTH_TIMEOUT_S = 3  # the deadline of the gRPC health call (grpc.health.v1.Health/Check)
+PYTHON_START_S = 2  # the gRPC probe's Python starting (about 0.2 s; slack for a busy node)
 READYZ_TIMEOUT_S = 25  # the Ingress gives each model 20 s to answer its tiny request
 READY_BODY = """'"status":"ready"'"""  # /readyz's JSON, as Starlette writes it (no spaces)
 # A worker pod goes only once Serve has drained it (no replica left), so this bounds Ray's
@@ -171,13 +181,84 @@ def container(name: str, variant: str, ports: Ports, res: dict[str, Any]) -> dic
     }
 
 
-def readiness_probe(variant: str) -> dict[str, Any]:
-    """A worker's readiness: raylet and Serve proxy up (KubeRay's checks) and ``/readyz`` passing.
+def serve_config(variant: str) -> dict[str, Any]:
+    """The Serve config of a variant (its ``serveConfigV2``), parsed."""
+    return yaml.safe_load((ROOT / VARIANTS[variant].config).read_text())
 
+
+def grpc_port(variant: str) -> int | None:
+    """The port of Serve's gRPC ingress in the variant's config (``grpc_options.port``).
+
+    Args:
+        variant: A key of :data:`VARIANTS`.
+
+    Returns:
+        The port, or ``None`` when the config serves no gRPC (no servicer functions).
+    """
+    options = serve_config(variant).get("grpc_options") or {}
+    if not options.get("grpc_servicer_functions"):
+        return None
+    return int(options.get("port", 9000))  # Serve's default gRPC port
+
+
+def serve_ports(variant: str) -> Ports:
+    """The ports Serve listens on in every pod: HTTP, gRPC (when the config serves it), metrics.
+
+    Args:
+        variant: A key of :data:`VARIANTS`.
+
+    Returns:
+        Named container ports, as (name, port) pairs.
+    """
+    port = grpc_port(variant)
+    grpc = ((GRPC_PORT_NAME, port),) if port is not None else ()
+    return (HTTP_PORT, *grpc, METRICS_PORT)
+
+
+def serve_service(variant: str) -> dict[str, Any]:
+    """``spec.serveService``: the protocol of each port of KubeRay's serve Service.
+
+    KubeRay still names the Service (``<rayservice>-serve-svc``), labels it and sets its
+    selector (the serving cluster's pods, without the head: ``excludeHeadPodFromServeSvc``);
+    its ports are the head container's serving ports, each taken from here when named alike,
+    which is how the gRPC port keeps its ``appProtocol``. KubeRay before 1.6 takes only the
+    port named ``serve`` and ignores these: the Service then has no gRPC port.
+
+    Args:
+        variant: A key of :data:`VARIANTS`.
+
+    Returns:
+        The ``serveService`` of the RayService.
+    """
+    ports: list[dict[str, Any]] = []
+    for name, port in serve_ports(variant):
+        if name == GRPC_PORT_NAME:
+            ports.append({"name": name, "port": port, "appProtocol": GRPC_APP_PROTOCOL})
+        elif name == "serve":
+            ports.append({"name": name, "port": port})  # HTTP/1.1 and WebSockets: no appProtocol
+    return {"spec": {"ports": ports}}
+
+
+def readiness_probe(variant: str) -> dict[str, Any]:
+    """A worker's readiness: raylet and Serve proxy up (KubeRay's checks), gRPC health SERVING
+    and ``/readyz`` passing.
+
+    The gRPC check (``python -m serve_app.server.grpc_probe``) calls
+    ``grpc.health.v1.Health/Check`` on the pod's gRPC port and passes only on SERVING (an
+    Ingress replica that is not draining answered), so a pod is in the serve Service, whose
+    ports include gRPC, only while its HAProxy serves gRPC too.
     ``/readyz`` asks the ASR, LLM and TTS deployments for a tiny answer each (cached 30 s by
-    the Ingress), so a pod takes sessions only once the models behind it answer. Three
-    failures in a row, not one: the check is app-wide, so a single slow answer under load
-    should not take every pod out of the Service at once.
+    the Ingress), so a pod takes sessions only once the models behind it answer. Both go
+    through the node's HAProxy to whichever Ingress replica it picks, so both are app-wide:
+    three failures in a row, not one, so that a single slow answer under load does not take
+    every pod out of the Service at once.
+
+    Kubernetes' own ``grpc:`` probe action would do the gRPC call without Python, but a probe
+    has one action and this one needs all four checks (a second, native readiness probe is
+    not possible). Nor does it fit liveness or a startup probe: the answer is app-wide and
+    NOT_SERVING while a replica drains, and before the app is deployed (a new cluster loading
+    its models) there is no answer at all, so either would restart pods that are healthy,
+    cutting their sessions. Liveness stays KubeRay's (raylet health).
 
     Args:
         variant: A key of :data:`VARIANTS` (its config's route prefix holds ``/readyz``).
@@ -185,18 +266,26 @@ def readiness_probe(variant: str) -> dict[str, Any]:
     Returns:
         The ``readinessProbe`` of the worker's Ray container.
     """
-    config = yaml.safe_load((ROOT / VARIANTS[variant].config).read_text())
-    prefix = config["applications"][0].get("route_prefix", "/").rstrip("/")
-    checks = [
-        f"wget -T 2 -q -O- {RAYLET_HEALTH} | grep success",
-        f"wget -T 2 -q -O- {PROXY_HEALTH} | grep success",
-        f"wget -T {READYZ_TIMEOUT_S} -q -O- http://localhost:8000{prefix}/readyz | grep -q {READY_BODY}",
+    prefix = serve_config(variant)["applications"][0].get("route_prefix", "/").rstrip("/")
+    checks = [  # (how long it may take, s; the command), run in order, cheapest first
+        (2, f"wget -T 2 -q -O- {RAYLET_HEALTH} | grep success"),
+        (2, f"wget -T 2 -q -O- {PROXY_HEALTH} | grep success"),
     ]
+    port = grpc_port(variant)
+    if port is not None:
+        probe = f"python -m serve_app.server.grpc_probe --port {port} --timeout {GRPC_HEALTH_TIMEOUT_S}"
+        checks.append((PYTHON_START_S + GRPC_HEALTH_TIMEOUT_S, probe))
+    checks.append(
+        (
+            READYZ_TIMEOUT_S,
+            f"wget -T {READYZ_TIMEOUT_S} -q -O- http://localhost:8000{prefix}/readyz | grep -q {READY_BODY}",
+        )
+    )
     return {
-        "exec": {"command": ["bash", "-c", " && ".join(checks)]},
+        "exec": {"command": ["bash", "-c", " && ".join(command for _, command in checks)]},
         "initialDelaySeconds": 10,
         "periodSeconds": 10,
-        "timeoutSeconds": READYZ_TIMEOUT_S + 5,
+        "timeoutSeconds": sum(seconds for seconds, _ in checks) + 1,
         "successThreshold": 1,
         "failureThreshold": 3,
     }
@@ -228,7 +317,11 @@ def head_group(variant: str) -> dict[str, Any]:
         # num-cpus 0: replicas land on workers only, so the head's loss (which GCS fault
         # tolerance survives) takes no session with it.
         "rayStartParams": {"num-cpus": "0", "metrics-export-port": "8080"},
-        "template": pod([container("ray-head", variant, HEAD_PORTS, resources("2", "8Gi"))]),
+        # The serve Service's ports are the head container's serving ports (KubeRay reads them
+        # there), although the head itself takes no traffic.
+        "template": pod(
+            [container("ray-head", variant, (*HEAD_PORTS, *serve_ports(variant)), resources("2", "8Gi"))]
+        ),
     }
 
 
@@ -242,9 +335,10 @@ def worker_group(variant: str, group: Group) -> dict[str, Any]:
     Returns:
         An entry of ``workerGroupSpecs``.
     """
-    ray = container("ray-worker", variant, SERVE_PORTS, resources(group.cpu, group.memory, group.gpu))
-    # Liveness stays KubeRay's (raylet health): /healthz and /readyz answer for the whole app,
-    # and restarting pods because of an app-wide fault would only make it worse.
+    res = resources(group.cpu, group.memory, group.gpu)
+    ray = container("ray-worker", variant, serve_ports(variant), res)
+    # Liveness stays KubeRay's (raylet health): /healthz, /readyz and gRPC health answer for
+    # the whole app, and restarting pods because of an app-wide fault would only make it worse.
     ray["readinessProbe"] = readiness_probe(variant)
     extra: dict[str, Any] = {"terminationGracePeriodSeconds": WORKER_TERMINATION_GRACE_S}
     if group.gpu:
@@ -280,6 +374,7 @@ def ray_service(variant: str) -> dict[str, Any]:
             "rayClusterDeletionDelaySeconds": SESSION_DRAIN_S,
             # Sessions enter through worker pods only: the head runs no Ingress replica.
             "excludeHeadPodFromServeSvc": True,
+            "serveService": serve_service(variant),
             "serveConfigV2": (ROOT / spec.config).read_text(),
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,

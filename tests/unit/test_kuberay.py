@@ -5,8 +5,11 @@ KubeRay operator and by Kubernetes' own schemas. No cluster needed.
   from ``../shared/reference/kuberay-crd``), made strict the way the API server's strict
   field validation is, plus the CRD's create-time CEL rules (``cel-python``).
 - The KubeRay operator's own checks (``validation.go``) that concern what the manifests set.
+- The serve Service KubeRay builds from each RayService (its HTTP and gRPC ports), as KubeRay
+  builds it, against Kubernetes' Service schema.
 - Core resources and each pod template against Kubernetes' schemas (``kubernetes-validate``).
-- The Gateway API HTTPRoute (a CRD no library here ships) against the fields it uses.
+- The Gateway API HTTPRoute and GRPCRoute (CRDs no library here ships) against the fields they
+  use.
 
 What the manifests *say* (drains, sizes, Secrets, the image) is in test_kuberay_contents.py.
 """
@@ -272,6 +275,86 @@ def test_the_operator_checks_can_fail(path: tuple[Any, ...], value: Any, error: 
     assert any(error in e for e in operator_errors(doc))
 
 
+# --- the serve Service KubeRay builds -------------------------------------------------------
+
+
+def is_serving_port(name: str) -> bool:
+    return name == "serve" or name.startswith("serve-")
+
+
+def kuberay_serve_service(doc: dict[str, Any], cluster_name: str = "") -> dict[str, Any]:
+    """The Service ``<rayservice>-serve-svc`` KubeRay creates for a RayService, built as
+    ray-project/kuberay ray-operator/controllers/ray/common/service.go (BuildServeService,
+    master feeaf72, August 2026; ports named ``serve-*`` since 1.6.0) builds it: the head
+    Ray container's ports named ``serve`` or ``serve-<anything>``, each replaced by the
+    ``spec.serveService`` port of the same name (others of ours dropped); KubeRay's own name,
+    labels and selector (``ray.io/serve``, "false" on the head with excludeHeadPodFromServeSvc).
+    KubeRay collects the ports in a Go map: their order is not kept, so they come sorted."""
+    name, spec = doc["metadata"]["name"], doc["spec"]
+    cluster_name = cluster_name or f"{name}-abcde"  # KubeRay's RayCluster: <rayservice>-<random>
+    head = spec["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    found = {p.get("name") or f"{p['containerPort']}-port": p["containerPort"] for p in head.get("ports", [])}
+    ports = [{"name": n, "port": port} for n, port in found.items() if is_serving_port(n)]
+    custom = copy.deepcopy(spec.get("serveService") or {"metadata": {}, "spec": {}})
+    if "serveService" in spec and ports:
+        ours = {p.get("name"): p for p in custom.get("spec", {}).get("ports", [])}
+        ports = [ours.get(p["name"], p) for p in ports]
+    elif "serveService" in spec:
+        ports = custom.get("spec", {}).get("ports", [])
+    metadata = custom.get("metadata", {})
+    labels = {
+        **metadata.get("labels", {}),
+        "ray.io/originated-from-cr-name": name,
+        "ray.io/originated-from-crd": "RayService",
+        "ray.io/serve": f"{name}-serve",
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {**metadata, "name": metadata.get("name") or f"{name}-serve-svc", "labels": labels},
+        "spec": {
+            **custom.get("spec", {}),
+            "selector": {"ray.io/cluster": cluster_name, "ray.io/serve": "true"},
+            "ports": sorted(ports, key=lambda p: p["name"]),
+        },
+    }
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_serve_service_exposes_http_and_grpc(variant: str) -> None:
+    doc = service(variant)
+    built = kuberay_serve_service(doc)
+    assert built["metadata"]["name"] == f"voxray-{variant}-serve-svc"
+    # Every port of spec.serveService survives KubeRay's merge, appProtocol included.
+    ours = doc["spec"]["serveService"]["spec"]["ports"]
+    assert built["spec"]["ports"] == sorted(ours, key=lambda p: p["name"])
+    assert built["spec"]["ports"] == [
+        {"name": "serve", "port": 8000},
+        {"name": "serve-grpc", "port": 50051, "appProtocol": "kubernetes.io/h2c"},
+    ]
+    # The head's own pod stays out: it is selected only through ray.io/serve, which KubeRay
+    # keeps "false" on the head with excludeHeadPodFromServeSvc (our selector would be ignored).
+    assert doc["spec"]["excludeHeadPodFromServeSvc"] is True
+    assert "selector" not in doc["spec"]["serveService"]["spec"]
+    assert "name" not in doc["spec"]["serveService"].get("metadata", {})  # KubeRay's name, as documented
+    kubernetes_validate.validate(built, K8S_VERSION, strict=True)
+
+
+def test_kuberay_would_drop_a_grpc_port_not_named_serve_something() -> None:
+    """Why the gRPC port is named ``serve-grpc``: KubeRay keeps no other name."""
+    doc = copy.deepcopy(service("cpu"))
+    for group in groups_of(doc["spec"]["rayClusterConfig"]):
+        for port in group["template"]["spec"]["containers"][0]["ports"]:
+            if port["name"] == "serve-grpc":
+                port["name"] = "grpc"
+    doc["spec"]["serveService"]["spec"]["ports"][1]["name"] = "grpc"
+    assert [p["port"] for p in kuberay_serve_service(doc)["spec"]["ports"]] == [8000]
+    # Without spec.serveService the gRPC port is there, but without its appProtocol.
+    plain = copy.deepcopy(service("cpu"))
+    del plain["spec"]["serveService"]
+    assert kuberay_serve_service(plain)["spec"]["ports"][1] == {"name": "serve-grpc", "port": 50051}
+
+
 # --- Kubernetes' own schemas ----------------------------------------------------------------
 
 # What kubernetes-validate ships schemas for; other API groups are CRDs (see the HTTPRoute).
@@ -298,6 +381,7 @@ def test_every_shipped_document_is_validated_somewhere() -> None:
     assert kinds == {
         ("ray.io/v1", "RayService"),
         ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+        ("gateway.networking.k8s.io/v1", "GRPCRoute"),
         ("v1", "Secret"),
         ("v1", "Service"),
         ("v1", "PersistentVolumeClaim"),
@@ -323,10 +407,10 @@ def test_the_kubernetes_schema_check_rejects_unknown_fields_and_wrong_types() ->
         kubernetes_validate.validate(wrong_type, K8S_VERSION, strict=True)
 
 
-# --- the Gateway API HTTPRoute -------------------------------------------------------------
+# --- the Gateway API HTTPRoute and GRPCRoute ------------------------------------------------
 
-# The HTTPRoute fields the example uses, as gateway.networking.k8s.io/v1 defines them
-# (GEP-2257 durations), strict: a misspelled field fails here as on the API server.
+# The route fields the examples use, as gateway.networking.k8s.io/v1 defines them (GEP-2257
+# durations; GRPCRoute since v1.1), strict: a misspelled field fails here as on the API server.
 _DURATION = {"type": "string", "pattern": r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 253}
 
@@ -335,53 +419,63 @@ def _obj(required: list[str], **properties: Any) -> dict[str, Any]:
     return {"type": "object", "required": required, "properties": properties, "additionalProperties": False}
 
 
-HTTPROUTE_SCHEMA = _obj(
-    ["apiVersion", "kind", "metadata", "spec"],
-    apiVersion={"const": "gateway.networking.k8s.io/v1"},
-    kind={"const": "HTTPRoute"},
-    metadata=_obj(["name"], name=_NAME, namespace=_NAME),
-    spec=_obj(
-        ["parentRefs", "rules"],
-        parentRefs={"type": "array", "minItems": 1, "items": _obj(["name"], name=_NAME, sectionName=_NAME)},
-        hostnames={
-            "type": "array",
-            "items": {
-                "type": "string",
-                "pattern": r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+def _route(kind: str, rule: dict[str, Any]) -> dict[str, Any]:
+    """A route of ``kind`` whose rules are ``rule``s: what HTTPRoute and GRPCRoute share."""
+    return _obj(
+        ["apiVersion", "kind", "metadata", "spec"],
+        apiVersion={"const": "gateway.networking.k8s.io/v1"},
+        kind={"const": kind},
+        metadata=_obj(["name"], name=_NAME, namespace=_NAME),
+        spec=_obj(
+            ["parentRefs", "rules"],
+            parentRefs={
+                "type": "array",
+                "minItems": 1,
+                "items": _obj(["name"], name=_NAME, sectionName=_NAME),
             },
-        },
-        rules={
+            hostnames={
+                "type": "array",
+                "items": {
+                    "type": "string",
+                    "pattern": r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+                },
+            },
+            rules={"type": "array", "minItems": 1, "maxItems": 16, "items": rule},
+        ),
+    )
+
+
+_BACKEND_REFS = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": 16,
+    "items": _obj(["name", "port"], name=_NAME, port={"type": "integer", "minimum": 1, "maximum": 65535}),
+}
+HTTPROUTE_SCHEMA = _route(
+    "HTTPRoute",
+    _obj(
+        ["backendRefs"],
+        matches={
             "type": "array",
-            "minItems": 1,
             "items": _obj(
-                ["backendRefs"],
-                matches={
-                    "type": "array",
-                    "items": _obj(
-                        ["path"],
-                        path=_obj(
-                            ["type", "value"],
-                            type={"enum": ["Exact", "PathPrefix", "RegularExpression"]},
-                            value={"type": "string", "pattern": "^/"},
-                        ),
-                    ),
-                },
-                backendRefs={
-                    "type": "array",
-                    "minItems": 1,
-                    "items": _obj(
-                        ["name", "port"], name=_NAME, port={"type": "integer", "minimum": 1, "maximum": 65535}
-                    ),
-                },
-                timeouts=_obj([], request=_DURATION, backendRequest=_DURATION),
+                ["path"],
+                path=_obj(
+                    ["type", "value"],
+                    type={"enum": ["Exact", "PathPrefix", "RegularExpression"]},
+                    value={"type": "string", "pattern": "^/"},
+                ),
             ),
         },
+        backendRefs=_BACKEND_REFS,
+        timeouts=_obj([], request=_DURATION, backendRequest=_DURATION),
     ),
 )
+# GRPCRoute has no timeouts: one there fails.
+GRPCROUTE_SCHEMA = _route("GRPCRoute", _obj(["backendRefs"], backendRefs=_BACKEND_REFS))
 
 
 def test_the_httproute_example_routes_websockets_to_the_serve_service() -> None:
-    [route] = documents(KUBERAY / "httproute.example.yaml")
+    [route] = [d for d in documents(KUBERAY / "httproute.example.yaml") if d["kind"] == "HTTPRoute"]
     jsonschema.validate(route, HTTPROUTE_SCHEMA)
     misspelled = copy.deepcopy(route)
     misspelled["spec"]["rules"][0]["timeout"] = misspelled["spec"]["rules"][0].pop("timeouts")
@@ -398,3 +492,23 @@ def test_the_httproute_example_routes_websockets_to_the_serve_service() -> None:
         if p["name"] == "serve"
     )
     assert serve_port["containerPort"] == backend["port"]
+
+
+def test_the_grpcroute_example_routes_grpc_to_the_serve_service_s_grpc_port() -> None:
+    routes = {d["kind"]: d for d in documents(KUBERAY / "httproute.example.yaml")}
+    grpc_route, http_route = routes["GRPCRoute"], routes["HTTPRoute"]
+    jsonschema.validate(grpc_route, GRPCROUTE_SCHEMA)
+    with_timeouts = copy.deepcopy(grpc_route)
+    with_timeouts["spec"]["rules"][0]["timeouts"] = {"request": "0s"}  # HTTPRoute only
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(with_timeouts, GRPCROUTE_SCHEMA)
+    # A Listener takes only one of an HTTPRoute and a GRPCRoute whose hostnames overlap.
+    assert not set(grpc_route["spec"]["hostnames"]) & set(http_route["spec"]["hostnames"])
+    assert grpc_route["spec"]["parentRefs"] == http_route["spec"]["parentRefs"]
+    [rule] = grpc_route["spec"]["rules"]
+    [backend] = rule["backendRefs"]
+    # The serve Service's gRPC port, which tells the Gateway to speak h2c to the pods.
+    serve_ports = service("cpu")["spec"]["serveService"]["spec"]["ports"]
+    [port] = [p for p in serve_ports if p["port"] == backend["port"]]
+    assert backend["name"] == f"{service('cpu')['metadata']['name']}-serve-svc"
+    assert port == {"name": "serve-grpc", "port": 50051, "appProtocol": "kubernetes.io/h2c"}

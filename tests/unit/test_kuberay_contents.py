@@ -10,12 +10,15 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import re
+import shlex
 from typing import Any
 
 import pytest
 import yaml
 
 from serve_app.app import load_config
+from serve_app.protocols.grpc_api import SERVICER_FUNCTIONS
+from serve_app.server import grpc_probe
 from serve_app.server.serve_env import SERVE_ENVIRONMENT, SESSION_DRAIN_S
 from tests.unit.kuberay_manifests import (
     KUBERAY,
@@ -86,9 +89,16 @@ def test_cluster_shape_and_ports(variant: str) -> None:
         assert group["template"]["spec"]["securityContext"] == {"runAsNonRoot": True}
     head, *workers = ray_containers(variant)
     ports = {p["name"]: p["containerPort"] for p in head["ports"]}
-    assert ports == {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "serve": 8000, "metrics": 8080}
+    assert ports == {
+        "gcs-server": 6379,
+        "dashboard": 8265,
+        "client": 10001,
+        "serve": 8000,
+        "serve-grpc": 50051,
+        "metrics": 8080,
+    }
     for container in [head, *workers]:
-        assert {"serve": 8000, "metrics": 8080}.items() <= {
+        assert {"serve": 8000, "serve-grpc": 50051, "metrics": 8080}.items() <= {
             p["name"]: p["containerPort"] for p in container["ports"]
         }.items()
         assert container["resources"]["requests"] == container["resources"]["limits"]  # as Ray asks
@@ -131,23 +141,76 @@ def pod_capacity(group: dict[str, Any]) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_workers_are_ready_only_when_the_models_answer(variant: str) -> None:
-    """Readiness keeps KubeRay's raylet and proxy checks and adds /readyz; liveness is KubeRay's."""
+def test_the_serve_service_carries_the_configs_http_and_grpc_ports(variant: str) -> None:
+    """The gRPC port comes from the config's grpc_options, on every pod and in the serve Service."""
+    config = serve_config(variant)
+    grpc = config["grpc_options"]
+    assert list(grpc["grpc_servicer_functions"]) == list(SERVICER_FUNCTIONS)  # health included
+    assert any(f.endswith(".health_pb2_grpc.add_HealthServicer_to_server") for f in SERVICER_FUNCTIONS)
+    for container in ray_containers(variant):
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["serve"] == config["http_options"]["port"]
+        assert ports["serve-grpc"] == grpc["port"]
+    service_ports = service(variant)["spec"]["serveService"]["spec"]["ports"]
+    assert service_ports == [
+        {"name": "serve", "port": config["http_options"]["port"]},
+        # An L7 load balancer speaks HTTP/2 without TLS to this port (HAProxy's gRPC frontend).
+        {"name": "serve-grpc", "port": grpc["port"], "appProtocol": "kubernetes.io/h2c"},
+    ]
+
+
+def test_render_reads_the_grpc_port_from_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another port in the config moves every place the manifest names it; none, and it goes."""
+    config = render.serve_config("cpu")
+    config["grpc_options"]["port"] = 50052
+    monkeypatch.setattr(render, "serve_config", lambda variant: config)
+    manifest = render.ray_service("cpu")
+    [worker] = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    ray = worker["template"]["spec"]["containers"][0]
+    assert {"name": "serve-grpc", "containerPort": 50052} in ray["ports"]
+    assert manifest["spec"]["serveService"]["spec"]["ports"][1]["port"] == 50052
+    assert "grpc_probe --port 50052 " in ray["readinessProbe"]["exec"]["command"][2]
+    del config["grpc_options"]
+    manifest = render.ray_service("cpu")
+    [worker] = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    ray = worker["template"]["spec"]["containers"][0]
+    assert [p["name"] for p in ray["ports"]] == ["serve", "metrics"]
+    assert manifest["spec"]["serveService"]["spec"]["ports"] == [{"name": "serve", "port": 8000}]
+    assert "grpc_probe" not in ray["readinessProbe"]["exec"]["command"][2]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_workers_are_ready_only_when_grpc_and_the_models_answer(
+    variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readiness keeps KubeRay's raylet and proxy checks and adds gRPC health and /readyz;
+    liveness is KubeRay's."""
     head, *workers = ray_containers(variant)
     prefix = serve_config(variant)["applications"][0]["route_prefix"].rstrip("/")
     assert "readinessProbe" not in head and "livenessProbe" not in head  # KubeRay's own
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(grpc_probe, "check", lambda *a: calls.append(a) or "NOT_SERVING")
     for container in workers:
-        assert "livenessProbe" not in container
+        assert "livenessProbe" not in container and "startupProbe" not in container
         probe = container["readinessProbe"]
         shell, flag, script = probe["exec"]["command"]
         assert (shell, flag) == ("bash", "-c")
         checks = script.split(" && ")
+        assert len(checks) == 4
         assert checks[0].startswith("wget -T 2 -q -O- http://localhost:52365/api/local_raylet_healthz")
         assert checks[1].startswith("wget -T 2 -q -O- http://localhost:8000/-/healthz")
-        assert f"http://localhost:8000{prefix}/readyz " in checks[2]
-        assert """grep -q '"status":"ready"'""" in checks[2]
-        # The probe outlasts the Ingress's own wait for the models (20 s each, concurrently).
-        assert probe["timeoutSeconds"] > render.READYZ_TIMEOUT_S > 20
+        # grpc.health.v1.Health/Check on the pod's gRPC port, SERVING or the check fails.
+        python, dash_m, module, *args = shlex.split(checks[2])
+        assert (python, dash_m, module) == ("python", "-m", "serve_app.server.grpc_probe")
+        calls.clear()
+        assert grpc_probe.main(args) == 1  # the arguments parse, and only SERVING passes
+        assert calls == [(f"localhost:{serve_config(variant)['grpc_options']['port']}", "", 3.0)]
+        assert f"http://localhost:8000{prefix}/readyz " in checks[3]
+        assert """grep -q '"status":"ready"'""" in checks[3]
+        # The probe outlasts its checks one after the other: 2 + 2 + (Python's start and the
+        # gRPC deadline) + the Ingress's own wait for the models (20 s each, concurrently).
+        assert render.READYZ_TIMEOUT_S > 20
+        assert probe["timeoutSeconds"] > 2 + 2 + 2 + 3 + render.READYZ_TIMEOUT_S
         assert probe["failureThreshold"] >= 2
 
 
