@@ -24,9 +24,10 @@ import grpc
 from google.protobuf.message import Message
 
 from serve_app.observability import metrics
-from serve_app.protocols.grpc_api.proto import health_pb2
+from serve_app.protocols.grpc_api.proto import health_pb2, riva_asr_pb2
 from serve_app.protocols.grpc_api.status import GrpcAbort, as_abort, set_status
 from serve_app.protocols.grpc_api.stream import GrpcSession, GrpcStream
+from serve_app.protocols.riva.recognition import RivaStreamingRecognition, recognition_config, recognize
 from serve_app.server.drain import server_restarting
 from serve_app.server.limits import CloseConnection
 
@@ -210,6 +211,37 @@ class GrpcServicer:
             await asyncio.sleep(HEALTH_WATCH_POLL_S)
 
     # -- nvidia.riva.asr.RivaSpeechRecognition ---------------------------------------------
+
+    async def StreamingRecognize(self, request_stream: Any, grpc_context: Any = None) -> AsyncIterator[Any]:
+        """``StreamingRecognize``: live recognition, config first, then audio (``riva.recognition``)."""
+
+        def build(stream: GrpcStream) -> GrpcSession:
+            vad = self._vad.stream()  # type: ignore[attr-defined]
+            models, batcher = self._models, self._vad_batcher  # type: ignore[attr-defined]
+            return RivaStreamingRecognition(self._config, models, vad, stream.emit, batcher)
+
+        async for message in self._grpc_stream(request_stream, grpc_context, "riva_asr", build):
+            yield message
+
+    async def Recognize(self, request: Any, grpc_context: Any = None) -> Any:
+        """``Recognize``: a whole recording in one request, one result per utterance."""
+
+        async def reply() -> Any:
+            vad = self._vad.stream()  # type: ignore[attr-defined]
+            models, batcher = self._models, self._vad_batcher  # type: ignore[attr-defined]
+            return await recognize(self._config, models, vad, request, batcher)
+
+        empty = riva_asr_pb2.RecognizeResponse
+        return await self._grpc_unary(grpc_context, "riva_asr", empty, reply)
+
+    async def GetRivaSpeechRecognitionConfig(self, request: Any, grpc_context: Any = None) -> Any:
+        """``GetRivaSpeechRecognitionConfig``: the ASR model, as ``--list-models`` reads it."""
+
+        async def reply() -> Any:
+            return recognition_config(self._config, request.model_name)
+
+        empty = riva_asr_pb2.RivaSpeechRecognitionConfigResponse
+        return await self._grpc_unary(grpc_context, "riva_asr", empty, reply)
 
     # -- nvidia.riva.tts.RivaSpeechSynthesis -----------------------------------------------
 
