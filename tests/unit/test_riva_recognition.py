@@ -29,6 +29,7 @@ from serve_app.protocols.grpc_api.status import GrpcAbort
 from serve_app.protocols.grpc_api.stream import GrpcStream
 from serve_app.protocols.riva.recognition import RivaStreamingRecognition, recognition_config, recognize
 from tests.rt_driver import rt_config, wav_file
+from tests.unit.test_riva_audio_in import encode
 
 E = riva_audio_pb2.AudioEncoding
 RATE = 16_000
@@ -292,8 +293,7 @@ async def test_transcribe_file_style_config_with_no_encoding_rate_or_language(
 @pytest.mark.parametrize(("encoding", "table"), [(E.MULAW, MULAW), (E.ALAW, ALAW)], ids=["mulaw", "alaw"])
 async def test_g711_at_8_khz(vad: SileroVAD, make_utterance: Any, encoding: int, table: np.ndarray) -> None:
     pcm = np.frombuffer(make_utterance("Hello there.", rate=8000, lead_silence_s=0.3), "<i2")
-    order = np.argsort(table)
-    codes = order[np.clip(np.searchsorted(table[order], pcm), 0, 255)].astype(np.uint8).tobytes()
+    codes = encode(pcm, table)
     request = config_request(encoding=encoding, sample_rate_hertz=8000, language_code="de-DE")
     driver = await run(Driver(vad, ["hallo du"]), request, codes, chunk=800)
     assert driver.text() == "hallo du "
