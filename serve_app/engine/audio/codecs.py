@@ -48,6 +48,29 @@ MULAW = _mulaw_table()
 ALAW = _alaw_table()
 
 
+def _encode_table(decode: np.ndarray) -> np.ndarray:
+    """Every int16 sample (offset by 32768) -> the byte whose decoded value is nearest.
+
+    Built from the decode table, so encoding and decoding agree by construction.
+    """
+    order = np.argsort(decode, kind="stable")
+    levels = decode[order].astype(np.int32)
+    samples = np.arange(-32768, 32768, dtype=np.int32)
+    above = np.clip(np.searchsorted(levels, samples), 1, len(levels) - 1)
+    below = above - 1
+    return order[np.where(samples - levels[below] <= levels[above] - samples, below, above)].astype(np.uint8)
+
+
+MULAW_ENCODE = _encode_table(MULAW)
+ALAW_ENCODE = _encode_table(ALAW)
+
+
+def encode_g711(pcm16: bytes, table: np.ndarray) -> bytes:
+    """Mono PCM16 little-endian as G.711 bytes, one a sample (``table``: MULAW_ENCODE or ALAW_ENCODE)."""
+    samples = np.frombuffer(pcm16, dtype="<i2", count=len(pcm16) // 2).astype(np.int32)
+    return table[samples + 32768].tobytes()
+
+
 def floats_to_pcm16(floats: np.ndarray) -> bytes:
     """Float samples in [-1, 1] (NaN as silence, clipped) as PCM16 little-endian."""
     return (np.clip(np.nan_to_num(floats, nan=0.0), -1.0, 1.0) * 32767.0).astype("<i2").tobytes()

@@ -24,10 +24,12 @@ import grpc
 from google.protobuf.message import Message
 
 from serve_app.observability import metrics
-from serve_app.protocols.grpc_api.proto import health_pb2, riva_asr_pb2
+from serve_app.protocols.grpc_api.proto import health_pb2, riva_asr_pb2, riva_tts_pb2
 from serve_app.protocols.grpc_api.status import GrpcAbort, as_abort, set_status
 from serve_app.protocols.grpc_api.stream import GrpcSession, GrpcStream
 from serve_app.protocols.riva.recognition import RivaStreamingRecognition, recognition_config, recognize
+from serve_app.protocols.riva.synthesis import RivaStreamingSynthesis, synthesize
+from serve_app.protocols.riva.tts_voices import synthesis_config
 from serve_app.server.drain import server_restarting
 from serve_app.server.limits import CloseConnection
 
@@ -244,5 +246,32 @@ class GrpcServicer:
         return await self._grpc_unary(grpc_context, "riva_asr", empty, reply)
 
     # -- nvidia.riva.tts.RivaSpeechSynthesis -----------------------------------------------
+
+    async def Synthesize(self, request: Any, grpc_context: Any = None) -> Any:
+        """``Synthesize``: the whole audio of one text in one response (``riva.synthesis``)."""
+
+        async def reply() -> Any:
+            return await synthesize(request, self._config, self._models)  # type: ignore[attr-defined]
+
+        empty = riva_tts_pb2.SynthesizeSpeechResponse
+        return await self._grpc_unary(grpc_context, "riva_tts", empty, reply)
+
+    async def SynthesizeOnline(self, request_stream: Any, grpc_context: Any = None) -> AsyncIterator[Any]:
+        """``SynthesizeOnline``: audio streamed per text; bidi (client >= 2.25) and one-request calls."""
+
+        def build(stream: GrpcStream) -> GrpcSession:
+            return RivaStreamingSynthesis(self._config, self._models, stream.emit)  # type: ignore[attr-defined]
+
+        async for message in self._grpc_stream(request_stream, grpc_context, "riva_tts", build):
+            yield message
+
+    async def GetRivaSynthesisConfig(self, request: Any, grpc_context: Any = None) -> Any:
+        """``GetRivaSynthesisConfig``: the voices, as ``talk.py --list-voices`` reads them."""
+
+        async def reply() -> Any:
+            return synthesis_config(self._config, request)
+
+        empty = riva_tts_pb2.RivaSynthesisConfigResponse
+        return await self._grpc_unary(grpc_context, "riva_tts", empty, reply)
 
     # -- voice_workflow.VoiceGateway and voxray.voice.v1.VoxrayVoice -----------------------
