@@ -18,17 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 import pytest
 
-from serve_app.engine.audio.codecs import MULAW
+from serve_app.engine.audio.codecs import MULAW_ENCODE, encode_g711
 from serve_app.engine.audio.pcm import read_wav, resample_pcm16
 from serve_app.protocols.grpc_api.proto import riva_asr_pb2 as asr
 from serve_app.protocols.grpc_api.proto import riva_asr_pb2_grpc, riva_audio_pb2
 from tests.grpc_harness import channel
 from tests.rt_driver import wav_file
 from tests.serve.haproxy_server import HAProxyServer
-from tests.unit.test_riva_audio_in import encode
 
 E = riva_audio_pb2.AudioEncoding
 RATE = 16_000
@@ -104,7 +102,7 @@ def test_recognize_a_whole_recording(stub: Any, question: bytes, question_wav: P
         asr.RecognizeRequest(config=asr.RecognitionConfig(), audio=question_wav.read_bytes())
     )
     assert SAID in "".join(r.alternatives[0].transcript for r in reply.results)
-    mulaw = encode(np.frombuffer(resample_pcm16(question, RATE, 8000), "<i2"), MULAW)
+    mulaw = encode_g711(resample_pcm16(question, RATE, 8000), MULAW_ENCODE)
     request = asr.RecognizeRequest(
         config=asr.RecognitionConfig(encoding=E.MULAW, sample_rate_hertz=8000, enable_word_time_offsets=True),
         audio=mulaw,

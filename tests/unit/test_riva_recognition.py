@@ -19,17 +19,18 @@ import pytest
 
 from deployments.backends.fake import FakeASR, FakeLLM, FakeSpeaker, FakeTTS
 from deployments.types import SpeakerEmbeddings
-from serve_app.engine.audio.codecs import ALAW, MULAW
+from serve_app.engine.audio.codecs import ALAW_ENCODE, MULAW_ENCODE, encode_g711
 from serve_app.engine.audio.pcm import resample_pcm16
 from serve_app.engine.audio.vad import SileroVAD
+from serve_app.engine.events import TimedWord
 from serve_app.engine.model_clients import ModelClients
 from serve_app.protocols.grpc_api.proto import riva_asr_pb2 as asr
 from serve_app.protocols.grpc_api.proto import riva_audio_pb2, riva_common_pb2
 from serve_app.protocols.grpc_api.status import GrpcAbort
 from serve_app.protocols.grpc_api.stream import GrpcStream
 from serve_app.protocols.riva.recognition import RivaStreamingRecognition, recognition_config, recognize
+from serve_app.protocols.riva.results import shown_words
 from tests.rt_driver import rt_config, wav_file
-from tests.unit.test_riva_audio_in import encode
 
 E = riva_audio_pb2.AudioEncoding
 RATE = 16_000
@@ -290,10 +291,11 @@ async def test_transcribe_file_style_config_with_no_encoding_rate_or_language(
     assert set(driver.models.asr.languages) == {"en"}  # empty language_code: the server's default
 
 
-@pytest.mark.parametrize(("encoding", "table"), [(E.MULAW, MULAW), (E.ALAW, ALAW)], ids=["mulaw", "alaw"])
+@pytest.mark.parametrize(
+    ("encoding", "table"), [(E.MULAW, MULAW_ENCODE), (E.ALAW, ALAW_ENCODE)], ids=["mulaw", "alaw"]
+)
 async def test_g711_at_8_khz(vad: SileroVAD, make_utterance: Any, encoding: int, table: np.ndarray) -> None:
-    pcm = np.frombuffer(make_utterance("Hello there.", rate=8000, lead_silence_s=0.3), "<i2")
-    codes = encode(pcm, table)
+    codes = encode_g711(make_utterance("Hello there.", rate=8000, lead_silence_s=0.3), table)
     request = config_request(encoding=encoding, sample_rate_hertz=8000, language_code="de-DE")
     driver = await run(Driver(vad, ["hallo du"]), request, codes, chunk=800)
     assert driver.text() == "hallo du "
@@ -447,3 +449,22 @@ async def test_the_listed_model_names_are_accepted(vad: SileroVAD) -> None:
         driver = Driver(vad)
         await driver.send(config_request(model=config.model_name))
         await driver.close()
+
+
+@pytest.mark.parametrize(
+    ("punctuation", "want"),
+    [(False, ["It's", "six", "o'clock"]), (True, ["It's", "six", "o'clock."])],
+)
+def test_a_contraction_split_by_word_times_is_one_word(punctuation: bool, want: list[str]) -> None:
+    # What faster-whisper's word list says for "It's six o'clock.".
+    words = [
+        TimedWord(text, i * 100.0, i * 100.0 + 90)
+        for i, text in enumerate(["It", "'s", "six", "o", "'clock", "."])
+    ]
+    shown = shown_words(words, punctuation)
+    assert [w.text for w in shown] == want
+    assert (shown[0].start_ms, shown[0].end_ms, shown[-1].end_ms) == (
+        0.0,
+        190.0,
+        590.0 if punctuation else 490.0,
+    )

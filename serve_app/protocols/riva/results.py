@@ -4,7 +4,8 @@
   ``print_offline`` joins the results of a recording without a separator.
 - Without ``enable_automatic_punctuation`` the punctuation Whisper writes is dropped (Riva
   adds punctuation only when asked); with it, a mark stays on the word before it, in the
-  transcript and in ``words``.
+  transcript and in ``words``. A contraction Whisper's word times split (``o`` ``'clock``)
+  is one word again.
 - ``words`` (with ``enable_word_time_offsets``, or diarization: the tags ride on them) carry
   start and end in milliseconds of the stream, the word's confidence and, with diarization,
   its ``speaker_tag`` (1, 2, …).
@@ -23,6 +24,7 @@ from serve_app.protocols.riva.options import RivaOptions
 
 CHANNEL_TAG = 1
 MIN_STABILITY = 0.01  # 0.0 means "not set" in Riva's results
+_APOSTROPHES = "'’"
 
 
 def _bare(text: str) -> str:
@@ -35,16 +37,25 @@ def _bare(text: str) -> str:
     return text[start:end]
 
 
+def _join(first: TimedWord, second: TimedWord) -> TimedWord:
+    return dataclasses.replace(first, text=first.text + second.text, end_ms=max(first.end_ms, second.end_ms))
+
+
+def _continues(text: str) -> bool:
+    """Whether a word is the rest of the one before it (Whisper splits ``o'clock`` as ``o`` ``'clock``)."""
+    return len(text) > 1 and text[0] in _APOSTROPHES and text[1].isalnum()
+
+
 def shown_words(words: Sequence[TimedWord], punctuation: bool) -> list[TimedWord]:
     """The words as the client wants them: marks on the word before them, or dropped."""
     out: list[TimedWord] = []
     for word in words:
+        if out and _continues(word.text):
+            out[-1] = _join(out[-1], word)
+            continue
         if word.is_punctuation:
             if punctuation and out:
-                last = out[-1]
-                out[-1] = dataclasses.replace(
-                    last, text=last.text + word.text, end_ms=max(last.end_ms, word.end_ms)
-                )
+                out[-1] = _join(out[-1], word)
             continue
         text = word.text if punctuation else _bare(word.text)
         if text:
