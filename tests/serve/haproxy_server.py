@@ -63,6 +63,37 @@ def process_rss_mb(marker: str, title: str) -> float | None:
     return None
 
 
+_WINDOW = 400  # replica ports of one cluster: HTTP in the first half, gRPC in the second
+_TAKEN_WINDOWS: set[int] = set()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def replica_port_window() -> int:
+    """The first port of a window of replica ports no other cluster of this run uses.
+
+    Serve hands replica ports out of its window without checking that they are free, and
+    gRPC servers bind with SO_REUSEPORT: two clusters given the same window would share a
+    port, and the kernel would split calls between their replicas. So every cluster of a
+    run gets a window of its own, and one whose ports are all free now (another test run
+    on the machine may hold some).
+    """
+    candidates = [base for base in range(20_000, 29_000, _WINDOW) if base not in _TAKEN_WINDOWS]
+    random.shuffle(candidates)
+    for base in candidates:
+        if all(_port_free(port) for port in range(base, base + _WINDOW)):
+            _TAKEN_WINDOWS.add(base)
+            return base
+    raise RuntimeError("no free window of replica ports between 20000 and 29000")
+
+
 def haproxy_environment(stats_port: int) -> tuple[dict[str, str], str]:
     """This process's environment plus Serve's as ``scripts/run.sh`` sets it (HAProxy mode).
 
@@ -70,7 +101,7 @@ def haproxy_environment(stats_port: int) -> tuple[dict[str, str], str]:
     Also returns a ``NAME=value`` marker set in the environment, unique to this cluster,
     by which its processes are found (``process_rss_mb``, ``stop_process_group``).
     """
-    http_base = random.randrange(20_000, 29_000, 400)
+    http_base = replica_port_window()
     marker = f"VOXRAY_TEST_SERVER={uuid.uuid4().hex}"
     env = {
         **os.environ,
