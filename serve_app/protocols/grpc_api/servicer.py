@@ -30,6 +30,9 @@ from serve_app.protocols.grpc_api.stream import GrpcSession, GrpcStream
 from serve_app.protocols.riva.recognition import RivaStreamingRecognition, recognition_config, recognize
 from serve_app.protocols.riva.synthesis import RivaStreamingSynthesis, synthesize
 from serve_app.protocols.riva.tts_voices import synthesis_config
+from serve_app.protocols.voice_grpc.converse import ConverseSession
+from serve_app.protocols.voice_grpc.gateway import VoiceGatewaySession
+from serve_app.protocols.voice_grpc.session import VoiceStreamSession
 from serve_app.server.drain import server_restarting
 from serve_app.server.limits import CloseConnection
 
@@ -275,3 +278,30 @@ class GrpcServicer:
         return await self._grpc_unary(grpc_context, "riva_tts", empty, reply)
 
     # -- voice_workflow.VoiceGateway and voxray.voice.v1.VoxrayVoice -----------------------
+
+    async def _voice_stream(
+        self, session: type[VoiceStreamSession], requests: Any, context: Any
+    ) -> AsyncIterator[Message]:
+        """Run one voice conversation of type ``session`` over a stream (``voice_grpc``)."""
+
+        def build(stream: GrpcStream) -> GrpcSession:
+            return session(
+                self._config,
+                self._models,  # type: ignore[attr-defined]
+                self._vad.stream(),  # type: ignore[attr-defined]
+                stream.emit,
+                self._vad_batcher,  # type: ignore[attr-defined]
+            )
+
+        async for message in self._grpc_stream(requests, context, session.protocol, build):
+            yield message
+
+    async def StreamAudio(self, request_stream: Any, grpc_context: Any = None) -> AsyncIterator[Any]:
+        """``voice_workflow.VoiceGateway/StreamAudio``: seed 002's voice-to-voice stream."""
+        async for message in self._voice_stream(VoiceGatewaySession, request_stream, grpc_context):
+            yield message
+
+    async def Converse(self, request_stream: Any, grpc_context: Any = None) -> AsyncIterator[Any]:
+        """``voxray.voice.v1.VoxrayVoice/Converse``: voxray's own voice-to-voice stream."""
+        async for message in self._voice_stream(ConverseSession, request_stream, grpc_context):
+            yield message

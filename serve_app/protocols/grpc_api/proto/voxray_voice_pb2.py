@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n5serve_app/protocols/grpc_api/proto/voxray_voice.proto\x12\x0fvoxray.voice.v1\"\x83\x02\n\rSessionConfig\x12\x16\n\x0esample_rate_hz\x18\x01 \x01(\x05\x12\x30\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1e.voxray.voice.v1.AudioEncoding\x12\x1d\n\x15output_sample_rate_hz\x18\x03 \x01(\x05\x12\x37\n\x0foutput_encoding\x18\x04 \x01(\x0e\x32\x1e.voxray.voice.v1.AudioEncoding\x12\r\n\x05voice\x18\x05 \x01(\t\x12\x14\n\x0cinstructions\x18\x06 \x01(\t\x12\x15\n\rlanguage_code\x18\x07 \x01(\t\x12\x14\n\x0cmanual_turns\x18\x08 \x01(\x08\"\x08\n\x06\x43ommit\"\x08\n\x06\x43\x61ncel\"\xc5\x01\n\x0f\x43onverseRequest\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1e.voxray.voice.v1.SessionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12)\n\x06\x63ommit\x18\x04 \x01(\x0b\x32\x17.voxray.voice.v1.CommitH\x00\x12)\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x17.voxray.voice.v1.CancelH\x00\x42\t\n\x07\x63ontent\"p\n\x0eSessionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1c\n\x14input_sample_rate_hz\x18\x02 \x01(\x05\x12\x1d\n\x15output_sample_rate_hz\x18\x03 \x01(\x05\x12\r\n\x05voice\x18\x04 \x01(\t\"\'\n\rSpeechStarted\x12\x16\n\x0e\x61udio_start_ms\x18\x01 \x01(\x05\"%\n\rSpeechStopped\x12\x14\n\x0c\x61udio_end_ms\x18\x01 \x01(\x05\"=\n\nTranscript\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08is_final\x18\x03 \x01(\x08\"2\n\x0cResponseText\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\"3\n\rResponseAudio\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\"\xc4\x01\n\x0cResponseDone\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.voxray.voice.v1.ResponseDone.Status\x12\x0c\n\x04text\x18\x03 \x01(\t\"[\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n\tCOMPLETED\x10\x01\x12\x0f\n\x0bINTERRUPTED\x10\x02\x12\r\n\tCANCELLED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xd3\x03\n\x10\x43onverseResponse\x12:\n\x0fsession_started\x18\x01 \x01(\x0b\x32\x1f.voxray.voice.v1.SessionStartedH\x00\x12\x38\n\x0espeech_started\x18\x02 \x01(\x0b\x32\x1e.voxray.voice.v1.SpeechStartedH\x00\x12\x38\n\x0espeech_stopped\x18\x03 \x01(\x0b\x32\x1e.voxray.voice.v1.SpeechStoppedH\x00\x12\x31\n\ntranscript\x18\x04 \x01(\x0b\x32\x1b.voxray.voice.v1.TranscriptH\x00\x12\x36\n\rresponse_text\x18\x05 \x01(\x0b\x32\x1d.voxray.voice.v1.ResponseTextH\x00\x12\x38\n\x0eresponse_audio\x18\x06 \x01(\x0b\x32\x1e.voxray.voice.v1.ResponseAudioH\x00\x12\x36\n\rresponse_done\x18\x07 \x01(\x0b\x32\x1d.voxray.voice.v1.ResponseDoneH\x00\x12\'\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x16.voxray.voice.v1.ErrorH\x00\x42\t\n\x07\x63ontent*T\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x0e\n\nLINEAR_PCM\x10\x01\x12\t\n\x05MULAW\x10\x02\x12\x08\n\x04\x41LAW\x10\x03\x32\x62\n\x0bVoxrayVoice\x12S\n\x08\x43onverse\x12 .voxray.voice.v1.ConverseRequest\x1a!.voxray.voice.v1.ConverseResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n5serve_app/protocols/grpc_api/proto/voxray_voice.proto\x12\x0fvoxray.voice.v1\"\x83\x02\n\rSessionConfig\x12\x16\n\x0esample_rate_hz\x18\x01 \x01(\x05\x12\x30\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1e.voxray.voice.v1.AudioEncoding\x12\x1d\n\x15output_sample_rate_hz\x18\x03 \x01(\x05\x12\x37\n\x0foutput_encoding\x18\x04 \x01(\x0e\x32\x1e.voxray.voice.v1.AudioEncoding\x12\r\n\x05voice\x18\x05 \x01(\t\x12\x14\n\x0cinstructions\x18\x06 \x01(\t\x12\x15\n\rlanguage_code\x18\x07 \x01(\t\x12\x14\n\x0cmanual_turns\x18\x08 \x01(\x08\"\x08\n\x06\x43ommit\"\x08\n\x06\x43\x61ncel\"\xc5\x01\n\x0f\x43onverseRequest\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1e.voxray.voice.v1.SessionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12)\n\x06\x63ommit\x18\x04 \x01(\x0b\x32\x17.voxray.voice.v1.CommitH\x00\x12)\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x17.voxray.voice.v1.CancelH\x00\x42\t\n\x07\x63ontent\"\xe1\x01\n\x0eSessionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1c\n\x14input_sample_rate_hz\x18\x02 \x01(\x05\x12\x1d\n\x15output_sample_rate_hz\x18\x03 \x01(\x05\x12\r\n\x05voice\x18\x04 \x01(\t\x12\x36\n\x0einput_encoding\x18\x05 \x01(\x0e\x32\x1e.voxray.voice.v1.AudioEncoding\x12\x37\n\x0foutput_encoding\x18\x06 \x01(\x0e\x32\x1e.voxray.voice.v1.AudioEncoding\"8\n\rSpeechStarted\x12\x16\n\x0e\x61udio_start_ms\x18\x01 \x01(\x05\x12\x0f\n\x07item_id\x18\x02 \x01(\t\"6\n\rSpeechStopped\x12\x14\n\x0c\x61udio_end_ms\x18\x01 \x01(\x05\x12\x0f\n\x07item_id\x18\x02 \x01(\t\"=\n\nTranscript\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08is_final\x18\x03 \x01(\x08\"2\n\x0cResponseText\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\"3\n\rResponseAudio\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\"\xc4\x01\n\x0cResponseDone\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.voxray.voice.v1.ResponseDone.Status\x12\x0c\n\x04text\x18\x03 \x01(\t\"[\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n\tCOMPLETED\x10\x01\x12\x0f\n\x0bINTERRUPTED\x10\x02\x12\r\n\tCANCELLED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xd3\x03\n\x10\x43onverseResponse\x12:\n\x0fsession_started\x18\x01 \x01(\x0b\x32\x1f.voxray.voice.v1.SessionStartedH\x00\x12\x38\n\x0espeech_started\x18\x02 \x01(\x0b\x32\x1e.voxray.voice.v1.SpeechStartedH\x00\x12\x38\n\x0espeech_stopped\x18\x03 \x01(\x0b\x32\x1e.voxray.voice.v1.SpeechStoppedH\x00\x12\x31\n\ntranscript\x18\x04 \x01(\x0b\x32\x1b.voxray.voice.v1.TranscriptH\x00\x12\x36\n\rresponse_text\x18\x05 \x01(\x0b\x32\x1d.voxray.voice.v1.ResponseTextH\x00\x12\x38\n\x0eresponse_audio\x18\x06 \x01(\x0b\x32\x1e.voxray.voice.v1.ResponseAudioH\x00\x12\x36\n\rresponse_done\x18\x07 \x01(\x0b\x32\x1d.voxray.voice.v1.ResponseDoneH\x00\x12\'\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x16.voxray.voice.v1.ErrorH\x00\x42\t\n\x07\x63ontent*T\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x0e\n\nLINEAR_PCM\x10\x01\x12\t\n\x05MULAW\x10\x02\x12\x08\n\x04\x41LAW\x10\x03\x32\x62\n\x0bVoxrayVoice\x12S\n\x08\x43onverse\x12 .voxray.voice.v1.ConverseRequest\x1a!.voxray.voice.v1.ConverseResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'serve_app.protocols.grpc_api.proto.voxray_voice_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=1627
-  _globals['_AUDIOENCODING']._serialized_end=1711
+  _globals['_AUDIOENCODING']._serialized_start=1775
+  _globals['_AUDIOENCODING']._serialized_end=1859
   _globals['_SESSIONCONFIG']._serialized_start=75
   _globals['_SESSIONCONFIG']._serialized_end=334
   _globals['_COMMIT']._serialized_start=336
@@ -41,26 +41,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANCEL']._serialized_end=354
   _globals['_CONVERSEREQUEST']._serialized_start=357
   _globals['_CONVERSEREQUEST']._serialized_end=554
-  _globals['_SESSIONSTARTED']._serialized_start=556
-  _globals['_SESSIONSTARTED']._serialized_end=668
-  _globals['_SPEECHSTARTED']._serialized_start=670
-  _globals['_SPEECHSTARTED']._serialized_end=709
-  _globals['_SPEECHSTOPPED']._serialized_start=711
-  _globals['_SPEECHSTOPPED']._serialized_end=748
-  _globals['_TRANSCRIPT']._serialized_start=750
-  _globals['_TRANSCRIPT']._serialized_end=811
-  _globals['_RESPONSETEXT']._serialized_start=813
-  _globals['_RESPONSETEXT']._serialized_end=863
-  _globals['_RESPONSEAUDIO']._serialized_start=865
-  _globals['_RESPONSEAUDIO']._serialized_end=916
-  _globals['_RESPONSEDONE']._serialized_start=919
-  _globals['_RESPONSEDONE']._serialized_end=1115
-  _globals['_RESPONSEDONE_STATUS']._serialized_start=1024
-  _globals['_RESPONSEDONE_STATUS']._serialized_end=1115
-  _globals['_ERROR']._serialized_start=1117
-  _globals['_ERROR']._serialized_end=1155
-  _globals['_CONVERSERESPONSE']._serialized_start=1158
-  _globals['_CONVERSERESPONSE']._serialized_end=1625
-  _globals['_VOXRAYVOICE']._serialized_start=1713
-  _globals['_VOXRAYVOICE']._serialized_end=1811
+  _globals['_SESSIONSTARTED']._serialized_start=557
+  _globals['_SESSIONSTARTED']._serialized_end=782
+  _globals['_SPEECHSTARTED']._serialized_start=784
+  _globals['_SPEECHSTARTED']._serialized_end=840
+  _globals['_SPEECHSTOPPED']._serialized_start=842
+  _globals['_SPEECHSTOPPED']._serialized_end=896
+  _globals['_TRANSCRIPT']._serialized_start=898
+  _globals['_TRANSCRIPT']._serialized_end=959
+  _globals['_RESPONSETEXT']._serialized_start=961
+  _globals['_RESPONSETEXT']._serialized_end=1011
+  _globals['_RESPONSEAUDIO']._serialized_start=1013
+  _globals['_RESPONSEAUDIO']._serialized_end=1064
+  _globals['_RESPONSEDONE']._serialized_start=1067
+  _globals['_RESPONSEDONE']._serialized_end=1263
+  _globals['_RESPONSEDONE_STATUS']._serialized_start=1172
+  _globals['_RESPONSEDONE_STATUS']._serialized_end=1263
+  _globals['_ERROR']._serialized_start=1265
+  _globals['_ERROR']._serialized_end=1303
+  _globals['_CONVERSERESPONSE']._serialized_start=1306
+  _globals['_CONVERSERESPONSE']._serialized_end=1773
+  _globals['_VOXRAYVOICE']._serialized_start=1861
+  _globals['_VOXRAYVOICE']._serialized_end=1959
 # @@protoc_insertion_point(module_scope)

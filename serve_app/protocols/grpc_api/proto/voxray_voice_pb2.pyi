@@ -60,28 +60,36 @@ class ConverseRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[SessionConfig, _Mapping]] = ..., audio: _Optional[bytes] = ..., text: _Optional[str] = ..., commit: _Optional[_Union[Commit, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
 
 class SessionStarted(_message.Message):
-    __slots__ = ("session_id", "input_sample_rate_hz", "output_sample_rate_hz", "voice")
+    __slots__ = ("session_id", "input_sample_rate_hz", "output_sample_rate_hz", "voice", "input_encoding", "output_encoding")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_ENCODING_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_ENCODING_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     input_sample_rate_hz: int
     output_sample_rate_hz: int
     voice: str
-    def __init__(self, session_id: _Optional[str] = ..., input_sample_rate_hz: _Optional[int] = ..., output_sample_rate_hz: _Optional[int] = ..., voice: _Optional[str] = ...) -> None: ...
+    input_encoding: AudioEncoding
+    output_encoding: AudioEncoding
+    def __init__(self, session_id: _Optional[str] = ..., input_sample_rate_hz: _Optional[int] = ..., output_sample_rate_hz: _Optional[int] = ..., voice: _Optional[str] = ..., input_encoding: _Optional[_Union[AudioEncoding, str]] = ..., output_encoding: _Optional[_Union[AudioEncoding, str]] = ...) -> None: ...
 
 class SpeechStarted(_message.Message):
-    __slots__ = ("audio_start_ms",)
+    __slots__ = ("audio_start_ms", "item_id")
     AUDIO_START_MS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     audio_start_ms: int
-    def __init__(self, audio_start_ms: _Optional[int] = ...) -> None: ...
+    item_id: str
+    def __init__(self, audio_start_ms: _Optional[int] = ..., item_id: _Optional[str] = ...) -> None: ...
 
 class SpeechStopped(_message.Message):
-    __slots__ = ("audio_end_ms",)
+    __slots__ = ("audio_end_ms", "item_id")
     AUDIO_END_MS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     audio_end_ms: int
-    def __init__(self, audio_end_ms: _Optional[int] = ...) -> None: ...
+    item_id: str
+    def __init__(self, audio_end_ms: _Optional[int] = ..., item_id: _Optional[str] = ...) -> None: ...
 
 class Transcript(_message.Message):
     __slots__ = ("item_id", "text", "is_final")
