@@ -114,6 +114,16 @@ class OutboundQueue(Generic[Item]):
         self._bytes += self._size(text)
         self._ready.set()
 
+    def withdraw(self, unwanted: Callable[[Item], bool]) -> int:
+        """Drop the waiting items ``unwanted`` picks (a stopped reply's audio); returns how many."""
+        kept = deque(item for item in self._items if not unwanted(item))
+        dropped = len(self._items) - len(kept)
+        if dropped:
+            self._items = kept
+            self._bytes = sum(self._size(item) for item in kept)
+            self._room.set()
+        return dropped
+
     async def get(self) -> Item:
         """Take the next event; call :meth:`sent` once it is on the wire."""
         while not self._items:

@@ -53,10 +53,15 @@ class Client(Driver):
         super().__init__()
         self.models = models or Models()
         config = app_config(**session)
-        self.session = cls(config, self.models.clients(), vad.stream(), self._emit)
+        self.withdrawals: list[Any] = []  # what the session asked the stream to drop from its queue
+        self.session = cls(config, self.models.clients(), vad.stream(), self._emit, None, self._withdraw)
 
     async def _emit(self, message: Any) -> None:
         self.record(message)
+
+    def _withdraw(self, unwanted: Any) -> int:
+        self.withdrawals.append(unwanted)
+        return 0
 
     async def send(self, **fields: Any) -> None:
         request = vw.ClientMessage if isinstance(self.session, VoiceGatewaySession) else vv.ConverseRequest
@@ -179,6 +184,11 @@ async def test_barge_in_stops_the_reply_and_no_more_of_its_audio_is_sent(
         assert client.messages[ended].event.message == "interrupted"
         after = client.kinds()[ended:]
         assert "audio_chunk" not in after or after.index("SPEAKING") < after.index("audio_chunk")
+        # The stopped reply's audio still queued for the client is withdrawn, and only that.
+        assert client.withdrawals
+        unwanted = client.withdrawals[0]
+        assert unwanted(vw.ServerMessage(audio_chunk=b"\0\0"))
+        assert not unwanted(vw.ServerMessage(transcript_chunk="Stop, please."))
         await asyncio.sleep(0.2)
         assert (
             models.llm.stats()["active_generations"] == 0 and models.llm.stats()["aborted_generations"] == 1

@@ -291,6 +291,7 @@ class GrpcServicer:
                 self._vad.stream(),  # type: ignore[attr-defined]
                 stream.emit,
                 self._vad_batcher,  # type: ignore[attr-defined]
+                stream.withdraw,
             )
 
         async for message in self._grpc_stream(requests, context, session.protocol, build):

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import grpc
@@ -103,6 +103,10 @@ class GrpcStream:
     async def emit(self, message: Message) -> None:
         """Queue one message for the client (waits while the client is behind)."""
         await self._outbound.put(message)
+
+    def withdraw(self, unwanted: Callable[[Message], bool]) -> int:
+        """Drop queued messages ``unwanted`` picks before they are sent (barge-in); how many."""
+        return self._outbound.withdraw(lambda item: item is not _END and unwanted(item))
 
     def end(self, close: CloseConnection) -> None:
         """End the stream with ``close``'s status (first call wins); queued messages are dropped."""

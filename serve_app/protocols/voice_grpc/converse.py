@@ -67,6 +67,7 @@ class ConverseSession(VoiceStreamSession):
     """
 
     protocol = PROTOCOL
+    audio_field = "response_audio"
     first_message_hint = "a SessionConfig (ConverseRequest.config)"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -52,6 +52,7 @@ class VoiceGatewaySession(VoiceStreamSession):
     """
 
     protocol = PROTOCOL
+    audio_field = "audio_chunk"
     first_message_hint = "a VoiceConfig (ClientMessage.config)"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

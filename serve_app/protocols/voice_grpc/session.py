@@ -42,6 +42,7 @@ from serve_app.protocols.voice_grpc.audio import InputAudio
 from serve_app.server.limits import InvalidEventBudget
 
 Emit = Callable[[Message], Awaitable[None]]
+Withdraw = Callable[[Callable[[Message], bool]], int]
 Handler = Callable[[Any], Awaitable[None]]
 
 
@@ -84,9 +85,12 @@ class VoiceStreamSession:
         vad: A fresh VAD stream for this session's input audio.
         emit: Sends one response message to the client (``GrpcStream.emit``).
         vad_batcher: Judges ``vad``'s audio together with other sessions'; ``None`` runs it in place.
+        withdraw: Drops queued response messages not yet sent (``GrpcStream.withdraw``): a
+            stopped reply's audio waiting for a slow reader goes too. ``None``: nothing is dropped.
     """
 
     protocol: ClassVar[str]
+    audio_field: ClassVar[str]  # the response oneof field that carries reply audio
     config_field: ClassVar[str] = "config"
     first_message_hint: ClassVar[str] = "a config message"
 
@@ -97,6 +101,7 @@ class VoiceStreamSession:
         vad: VADStream,
         emit: Emit,
         vad_batcher: VADBatcher | None = None,
+        withdraw: Withdraw | None = None,
     ) -> None:
         self.id = str(uuid.uuid4())  # the server's: a client's session_id may collide with another's
         self.engine: VoiceSession | None = None
@@ -105,6 +110,7 @@ class VoiceStreamSession:
         self._vad = vad
         self._vad_batcher = vad_batcher
         self._emit = emit
+        self._withdraw = withdraw
         self._recorder = SessionRecorder(self.id, self.protocol)
         self._invalid = InvalidEventBudget(config.limits.max_invalid_events)
         self._replies = ReplyGate()
@@ -285,12 +291,19 @@ class VoiceStreamSession:
         assert self.engine is not None
         if not self.engine.responding:
             return False
-        self._replies.stop_active()
+        self._silence_reply()
         try:
             await self.engine.cancel_response(reason)
         except RequestRefused:  # it ended on its own meanwhile
             return False
         return True
+
+    def _silence_reply(self) -> None:
+        """Send nothing more of the reply in progress, not even audio already queued."""
+        self._replies.stop_active()
+        if self._withdraw is not None:
+            # Queued audio belongs to the stopped reply: a new one cannot start before this returns.
+            self._withdraw(lambda message: message.WhichOneof("content") == self.audio_field)
 
     def _person_speaking(self) -> bool:
         """Whether the VAD has heard speech that has not ended yet."""
@@ -303,7 +316,7 @@ class VoiceStreamSession:
         engine = self.engine
         speaking_over = engine is not None and engine.responding and engine.settings.interrupt_response
         if isinstance(event, ev.SpeechStarted) and speaking_over:
-            self._replies.stop_active()  # barge-in: the engine cancels the reply right after this event
+            self._silence_reply()  # barge-in: the engine cancels the reply right after this event
         if not self._replies.passes(event):
             return
         if isinstance(event, ev.ErrorOccurred):
