@@ -50,13 +50,14 @@ def llama_llm() -> Iterator[Any]:
     yield _warm(LlamaCppLLM(None, {"n_ctx": 1024}))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def grpc_models_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The app of ``configs/local.yaml`` (the embedded models) behind HAProxy, gRPC included.
 
     As ``scripts/run.sh`` serves it, in a cluster of its own: real gRPC clients (the NVIDIA
     Riva library, the VoiceGateway contract) call it unmodified, with no ``application``
-    metadata, which only a single-app server routes. One for the whole run.
+    metadata, which only a single-app server routes. One for the models tier: it stops when the
+    tier ends, so the serve tier does not run beside its models.
     """
     from pathlib import Path
 

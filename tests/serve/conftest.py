@@ -20,11 +20,12 @@ GRPC_FAKE_ARGS = {
 }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def grpc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HAProxyServer]:
     """voxray with fake models behind HAProxy, gRPC included, no API keys (loopback only).
 
-    One for the whole run: a cluster start costs about half a minute on 2 cores.
+    One for the serve tier (a cluster start costs about half a minute on 2 cores), stopped when
+    the tier ends.
     """
     with haproxy_server(GRPC_FAKE_ARGS, Path(tmp_path_factory.mktemp("grpc-server"))) as running:
         wait_serving(running.grpc_target)
