@@ -47,9 +47,23 @@ def require_engine(name: str, module: str) -> ModuleType:
     except ModuleNotFoundError:  # a parent package of a dotted name is missing
         installed = False
     if not installed:
-        message = f"engine {name!r}: module {module!r} is not installed"
-        if name.lower() in required_engines():
-            pytest.fail(f"{message}, but {REQUIRE_ENV} requires it", pytrace=False)
-        pytest.skip(message, allow_module_level=True)
+        skip_unless_required(name, f"engine {name!r}: module {module!r} is not installed", "it")
     # Installed: an import error now means a broken install, which must not pass as a skip.
     return importlib.import_module(module)
+
+
+def skip_unless_required(name: str, message: str, pronoun: str = "them") -> None:
+    """Skip the calling test (module) for a missing engine or client, or fail if it is required.
+
+    Args:
+        name: Its name as ``VOXRAY_REQUIRE_ENGINES`` lists it (``nemo``, ``speechmatics``, ``riva``).
+        message: What is missing and how to install it.
+        pronoun: ``it`` or ``them``, for the failure's "but ... requires it".
+
+    Raises:
+        pytest.skip.Exception: Not required.
+        pytest.fail.Exception: ``VOXRAY_REQUIRE_ENGINES`` names it.
+    """
+    if name.lower() in required_engines():
+        pytest.fail(f"{message}, but {REQUIRE_ENV} requires {pronoun}", pytrace=False)
+    pytest.skip(message, allow_module_level=True)

@@ -86,9 +86,7 @@ def require_riva_clients() -> None:
         pytest.skip.Exception: A venv is missing and not required.
         pytest.fail.Exception: A venv is missing but ``VOXRAY_REQUIRE_ENGINES`` requires it.
     """
-    import pytest
-
-    from tests.engines import REQUIRE_ENV, required_engines
+    from tests.engines import skip_unless_required
 
     if riva_clients_available():
         return
@@ -96,9 +94,7 @@ def require_riva_clients() -> None:
         f"the NVIDIA Riva clients are not installed ({VENVS['new']}, {VENVS['old']}; "
         "run scripts/setup-riva-clients.sh)"
     )
-    if ENGINE_NAME in required_engines():
-        pytest.fail(f"{message}, but {REQUIRE_ENV} requires them", pytrace=False)
-    pytest.skip(message, allow_module_level=True)
+    skip_unless_required(ENGINE_NAME, message)
 
 
 @dataclass(frozen=True)

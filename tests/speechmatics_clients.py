@@ -74,9 +74,7 @@ def require_sm_clients() -> None:
         pytest.skip.Exception: A client is missing and not required.
         pytest.fail.Exception: A client is missing but ``VOXRAY_REQUIRE_ENGINES`` requires it.
     """
-    import pytest
-
-    from tests.engines import REQUIRE_ENV, required_engines
+    from tests.engines import skip_unless_required
 
     if sm_clients_available():
         return
@@ -84,9 +82,7 @@ def require_sm_clients() -> None:
         f"the Speechmatics RT clients are not installed ({SM_CLI}, {SM_SDK_PYTHON}; "
         "run scripts/setup-speechmatics-clients.sh)"
     )
-    if ENGINE_NAME in required_engines():
-        pytest.fail(f"{message}, but {REQUIRE_ENV} requires them", pytrace=False)
-    pytest.skip(message, allow_module_level=True)
+    skip_unless_required(ENGINE_NAME, message)
 
 
 @dataclass(frozen=True)

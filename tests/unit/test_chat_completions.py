@@ -9,7 +9,6 @@ through the real Serve app.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,7 +19,6 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from deployments.backends.fake import FakeLLM
 from serve_app.config import AppConfig
-from serve_app.observability import metrics
 from serve_app.observability.metrics import MemoryRecorder
 from serve_app.server.access import APIKeys
 from serve_app.server.admission import Admission
@@ -37,14 +35,6 @@ KEY = "sk-voxray-unit"
 LOOPBACK = ("127.0.0.1", 50000)
 USER = [{"role": "user", "content": "Hello there."}]
 REPLY = "You said: Hello there. That is a fine question, and here is a short answer to it."
-
-
-@pytest.fixture
-def recorded() -> Iterator[MemoryRecorder]:
-    memory = MemoryRecorder()
-    metrics.use_recorder(memory)
-    yield memory
-    metrics.use_recorder(None)
 
 
 def app_config(**auth: Any) -> AppConfig:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,14 +19,6 @@ from serve_app.observability.metrics import CATALOGUE, MemoryRecorder
 from tests.unit.test_session import Harness
 
 FAKE = {"backend": "fake", "model": "-"}
-
-
-@pytest.fixture
-def recorded() -> Iterator[MemoryRecorder]:
-    memory = MemoryRecorder()
-    metrics.use_recorder(memory)
-    yield memory
-    metrics.use_recorder(None)
 
 
 @pytest.fixture(scope="module")
